@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh Debian/Ubuntu machine with Python 3.11+:
+#   make run    train the default experiment (experiments/base)
+#   make test   run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+IDX_DIR := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install data bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,bench]"
+	touch $@
+
+# The real Fashion-MNIST IDX files from Debian's package (tfds builds its dataset from them offline).
+# Where apt is not available, tfds downloads the dataset instead.
+data:
+	@if [ -f $(IDX_DIR)/t10k-labels-idx1-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "apt-get not found: tfds will download fashion_mnist on first use."; fi
+
+run: install data
+	$(BIN)/python -m fashion_jax.run --workdir experiments/base
+
+test: install data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install data
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,114 @@
+"""Orbax checkpoints: save asynchronously, keep the latest K and the best, restore the newest valid.
+
+Layout: `WORKDIR/checkpoints/<step>/{state,meta}`. `state` is the whole TrainState pytree (params,
+optimizer state, step); `meta` is JSON: the epoch, the validation metric if any, and the config
+keys that fix the state's structure. Everything else a resumed run needs (the epoch, the position
+in it, the per-step keys, the batch order) is derived from the step and the config.
+
+A checkpoint that cannot be read (truncated, deleted or garbage files, a save killed midway) is
+reported, moved aside to `WORKDIR/checkpoints_invalid/` (never deleted), and the next older one
+is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+from fashion_jax.errors import CheckpointError
+
+VALIDATION_METRIC = "validation_accuracy"
+
+
+class Checkpoints:
+    """A thin wrapper of `ocp.CheckpointManager` with our retention, validity and meta rules."""
+
+    def __init__(self, workdir: str | Path, keep: int, structure: dict[str, Any]):
+        self.workdir = Path(workdir).absolute()
+        self.directory = self.workdir / "checkpoints"
+        self.structure = structure
+        policy = ocm.AnyPreservationPolicy([
+            ocm.LatestN(n=keep),  # Resume needs the latest: keep it whatever the metrics say.
+            ocm.BestN(get_metric_fn=lambda m: m[VALIDATION_METRIC], reverse=False, n=1,
+                      keep_checkpoints_without_metrics=False),
+        ])
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policy,
+                enable_async_checkpointing=True,
+                create=True,
+                cleanup_tmp_directories=True,
+            ),
+        )
+
+    def save(self, step: int, state, meta: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+        """Starts an asynchronous save of `state` at `step` (collective on every process)."""
+        meta = {**meta, "structure": self.structure}
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics=metrics,
+            force=True,
+        )
+
+    def wait(self) -> None:
+        """Blocks until every started save is committed to disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        src = self.directory / str(step)
+        dst_root = self.workdir / "checkpoints_invalid"
+        dst_root.mkdir(exist_ok=True)
+        dst = dst_root / str(step)
+        n = 1
+        while dst.exists():
+            dst, n = dst_root / f"{step}.{n}", n + 1
+        if jax.process_index() == 0 and src.exists():
+            shutil.move(str(src), str(dst))
+        self.manager.reload()
+        logging.warning("Checkpoint at step %d is unreadable (%s); moved it to %s.", step, reason, dst)
+        print(f"WARNING: checkpoint at step {step} is unreadable ({reason}); moved it to {dst} "
+              "and trying the previous one.", flush=True)
+
+    def restore_latest(self, abstract_state) -> tuple[Any, dict[str, Any]] | None:
+        """Restores the newest readable checkpoint onto `abstract_state`'s shapes and shardings.
+
+        Returns (state, meta), or None when there is no readable checkpoint. Raises
+        CheckpointError when a checkpoint is readable but was made for a different state structure.
+        """
+        for step in reversed(self.steps()):
+            try:
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+                self._set_aside(step, f"meta: {type(e).__name__}")
+                continue
+            if meta.get("structure") != self.structure:
+                raise CheckpointError(
+                    f"The checkpoint at step {step} in {self.directory} was made for {meta.get('structure')}, "
+                    f"but this config asks for {self.structure}. Use another --workdir, or pass --restart "
+                    "to start this workdir afresh (its old outputs are moved to a backup folder, not deleted).")
+            try:
+                restored = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+                state = restored["state"]
+                if int(state.step) != step:
+                    raise ValueError(f"state.step is {int(state.step)}")
+            except Exception as e:
+                self._set_aside(step, f"state: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+                continue
+            return state, meta
+        return None

@@ -1,0 +1,155 @@
+"""The config schema, its defaults, loading from an experiment file, overrides and validation.
+
+A config is an `ml_collections.ConfigDict`, locked and type-safe: an experiment file
+(`experiments/NAME/config.py`, a `get_config()` that starts from `fashion_jax.config.get_config()`)
+changes values; it cannot add keys. Command-line overrides `--config.KEY=VALUE` are parsed to the
+type of the default. `validate` checks every value's range. All mistakes raise `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import ml_collections
+
+from fashion_jax.errors import ConfigError
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The defaults: the tutorial's recipe (SeedCNN, Adam 1e-3, batch 64, 10 epochs, seed 0)."""
+    c = ml_collections.ConfigDict()
+    # Model and optimization.
+    c.model = "seed_cnn"  # One of fashion_jax.models.MODELS.
+    c.num_epochs = 10
+    c.batch_size = 64  # Global batch, split over all devices.
+    c.learning_rate = 1e-3
+    c.seed = 0
+    # Data.
+    c.data_dir = ""  # tfds data dir; "" means tfds' default (~/tensorflow_datasets).
+    c.idx_dir = ""  # IDX .gz folder for the offline build; "" means $FASHION_JAX_IDX_DIR or Debian's.
+    c.download = True  # Let tfds download when no local source exists.
+    c.max_train_examples = 0  # 0 means all; the first N training examples (IDX order).
+    c.validation_examples = 0  # Held out from the end of the training split; 0 means none.
+    c.eval_batch_size = 1000
+    # Loop, logging and checkpoints.
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 500  # Also saved at every epoch end.
+    c.keep_checkpoints = 3  # The latest K are kept, and the best by validation accuracy.
+    c.progress_bar = True
+    # Several hosts (jax.distributed). Empty/negative values mean auto-detect (TPU, SLURM).
+    c.distributed = False
+    c.coordinator_address = ""
+    c.num_processes = 0
+    c.process_id = -1
+    c.distributed_timeout_seconds = 300
+    return c
+
+
+# Keys whose change alters the structure of the train state: a checkpoint saved under one value
+# cannot be restored under another.
+STATE_STRUCTURE_KEYS = ("model",)
+
+_RANGES = {
+    # key: (predicate, description)
+    "num_epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "learning_rate": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "max_train_examples": (lambda v: v >= 0, "an integer >= 0 (0 means all)"),
+    "validation_examples": (lambda v: v >= 0, "an integer >= 0 (0 means none)"),
+    "eval_batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "log_every_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "checkpoint_every_steps": (lambda v: v >= 0, "an integer >= 0 (0: only at epoch ends)"),
+    "keep_checkpoints": (lambda v: v >= 1, "an integer >= 1"),
+    "num_processes": (lambda v: v >= 0, "an integer >= 0 (0: auto-detect)"),
+    "process_id": (lambda v: v >= -1, "an integer >= -1 (-1: auto-detect)"),
+    "distributed_timeout_seconds": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def _unknown_key(key: str, config: ml_collections.ConfigDict) -> ConfigError:
+    close = difflib.get_close_matches(key, list(config.keys()), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"Unknown config key '{key}'.{hint} Known keys: {', '.join(sorted(config.keys()))}.")
+
+
+def _parse_value(key: str, text: str, default):
+    """Parses an override string to the type of the key's default."""
+    try:
+        if isinstance(default, bool):
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"--config.{key}={text!r}: expected {type(default).__name__}, "
+                          f"like the default {default!r}.") from None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+    """Returns a copy of `config` with `{key: text}` overrides parsed and applied."""
+    config = ml_collections.ConfigDict(config.to_dict(), type_safe=True)
+    for key, text in overrides.items():
+        if key not in config:
+            raise _unknown_key(key, config)
+        config[key] = _parse_value(key, text, config[key])
+    config.lock()
+    return config
+
+
+def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
+    """Runs `get_config()` from an experiment file and checks it kept to the schema's keys and types."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    spec = importlib.util.spec_from_file_location(f"fashion_jax_experiment_{path.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        loaded = module.get_config()
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: {type(e).__name__}: {e}. An experiment's get_config() starts from "
+                          "fashion_jax.config.get_config() and only changes its values.") from None
+    return check_schema(loaded, source=str(path))
+
+
+def check_schema(loaded: ml_collections.ConfigDict, source: str = "config") -> ml_collections.ConfigDict:
+    """Copies `loaded` onto the defaults, refusing unknown keys and values of the wrong type."""
+    config = get_config()
+    for key, value in loaded.items():
+        if key not in config:
+            err = _unknown_key(key, config)
+            raise ConfigError(f"{source}: {err}")
+        default = config[key]
+        if isinstance(default, bool) != isinstance(value, bool) or (
+            not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int))
+        ):
+            raise ConfigError(f"{source}: '{key}' = {value!r} should be a {type(default).__name__}.")
+        config[key] = type(default)(value)
+    config.lock()
+    return config
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Checks every value's range; returns the config unchanged or raises ConfigError."""
+    from fashion_jax.models import MODELS
+
+    if config.model not in MODELS:
+        raise ConfigError(f"model '{config.model}' is unknown; choose one of {sorted(MODELS)}.")
+    for key, (ok, wanted) in _RANGES.items():
+        if not ok(config[key]):
+            raise ConfigError(f"{key} = {config[key]!r} is out of range; it must be {wanted}.")
+    return config
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """The config as sorted, indented JSON (what the runner writes to `config.json`)."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,231 @@
+"""Fashion-MNIST through tensorflow-datasets, with an offline build from IDX files.
+
+Sources, tried in this order by `load`:
+
+1. a `fashion_mnist` dataset already prepared in the tfds data dir (`data_dir`);
+2. the four IDX `.gz` files in `idx_dir` (default `/usr/share/datasets/fashion-mnist`, Debian's
+   `dataset-fashion-mnist` package, or `$FASHION_JAX_IDX_DIR`): a tfds builder that subclasses the
+   stock `FashionMNIST` prepares the same dataset (same name, version, features, class names and
+   keys) from them, with no network;
+3. tfds' own download, when allowed and the network answers within a few seconds.
+
+Order of examples: tfds stores examples shuffled by a hash of their key. Both the stock builder and
+ours key each example by its index in the IDX file, so the stored order is the same for every
+source, and `load` undoes it: **index i always means the i-th example of the IDX file** (the order
+of `keras.datasets.fashion_mnist` too), so test image 0 is an Ankle boot.
+
+Arrays come back on the host: images `uint8[N, 28, 28, 1]`, labels `int32[N]`. Scaling to
+float32 / 255 happens on the device (`steps.normalize`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from fashion_jax.errors import DataError
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (28, 28, 1)
+DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_DIR_ENV = "FASHION_JAX_IDX_DIR"
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+DOWNLOAD_HOST = ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80)
+
+FIXES = (
+    "Fix it in one of three ways:\n"
+    "  1. install the IDX files: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu);\n"
+    f"  2. point to a folder holding {', '.join(IDX_FILES['train'] + IDX_FILES['test'])}:\n"
+    f"     `--config.idx_dir=DIR` or `export {IDX_DIR_ENV}=DIR`;\n"
+    "  3. allow tfds to download it (network access, `--config.download=True`), or copy a prepared\n"
+    "     tfds `fashion_mnist` folder into the tfds data dir (`--config.data_dir=DIR`)."
+)
+
+
+class Split(NamedTuple):
+    """One split on the host: images uint8[N, 28, 28, 1], labels int32[N], in IDX order."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def resolve_idx_dir(idx_dir: str | None) -> Path:
+    """The IDX folder to use: the argument, else `$FASHION_JAX_IDX_DIR`, else Debian's."""
+    return Path(idx_dir or os.environ.get(IDX_DIR_ENV) or DEFAULT_IDX_DIR).expanduser()
+
+
+def _read_idx_file(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
+    """Reads one gzipped IDX file into a uint8 array of shape (n, *item_shape)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path} is not a readable gzip file ({e}); it is corrupt or truncated.\n{FIXES}") from None
+    header_len = 4 * (1 + len(item_shape) + 1)
+    if len(raw) < header_len:
+        raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than an IDX header.\n{FIXES}")
+    found_magic, count, *dims = struct.unpack(f">{2 + len(item_shape)}I", raw[:header_len])
+    if found_magic != magic or tuple(dims) != item_shape:
+        raise DataError(
+            f"{path} is not a Fashion-MNIST IDX file (magic {found_magic}, item shape {tuple(dims)}; "
+            f"expected magic {magic}, item shape {item_shape}).\n{FIXES}"
+        )
+    expected = count * int(np.prod(item_shape, dtype=np.int64))
+    body = raw[header_len:]
+    if len(body) != expected:
+        raise DataError(f"{path} is truncated or padded: header says {count} items ({expected} bytes), "
+                        f"file holds {len(body)} bytes.\n{FIXES}")
+    return np.frombuffer(body, np.uint8).reshape(count, *item_shape)
+
+
+def read_idx(idx_dir: str | os.PathLike, split: str) -> Split:
+    """Reads one split ("train" or "test") straight from the IDX `.gz` files in `idx_dir`.
+
+    Returns images uint8[N, 28, 28, 1] and labels int32[N] in file order. Raises `DataError` for a
+    missing, corrupt or truncated file, or labels out of range.
+    """
+    idx_dir = Path(idx_dir)
+    images_name, labels_name = IDX_FILES[split]
+    for name in (images_name, labels_name):
+        if not (idx_dir / name).is_file():
+            raise DataError(f"Fashion-MNIST file {idx_dir / name} is missing.\n{FIXES}")
+    images = _read_idx_file(idx_dir / images_name, 2051, (28, 28))[..., None]
+    labels = _read_idx_file(idx_dir / labels_name, 2049, ())
+    if len(images) != len(labels):
+        raise DataError(f"{idx_dir}: {len(images)} {split} images but {len(labels)} labels.\n{FIXES}")
+    if len(labels) and labels.max() >= NUM_CLASSES:
+        raise DataError(f"{idx_dir / labels_name} holds label {labels.max()}; labels are 0..9.\n{FIXES}")
+    return Split(images, labels.astype(np.int32))
+
+
+def _tfds():
+    """Imports tensorflow-datasets with TensorFlow kept off any GPU (JAX owns the accelerators)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    tf.config.set_visible_devices([], "GPU")
+    return tfds
+
+
+def _local_builder_cls():
+    from tensorflow_datasets.image_classification.mnist import FashionMNIST
+
+    class LocalFashionMNIST(FashionMNIST, skip_registration=True):
+        """The stock tfds `fashion_mnist` builder, reading local IDX files instead of downloading.
+
+        Same name, version, features and example keys (the IDX index), so it prepares the very
+        dataset `tfds.load("fashion_mnist")` downloads, stored in the same order.
+        """
+
+        name = "fashion_mnist"
+
+        def __init__(self, *, idx_dir: Path, **kwargs):
+            self._idx_dir = idx_dir
+            super().__init__(**kwargs)
+
+        def _split_generators(self, dl_manager):
+            del dl_manager
+            return {split: self._generate_from_idx(split) for split in IDX_FILES}
+
+        def _generate_from_idx(self, split):
+            images, labels = read_idx(self._idx_dir, split)
+            for index in range(len(labels)):
+                yield index, {"image": images[index], "label": int(labels[index])}
+
+    return LocalFashionMNIST
+
+
+def _network_answers(timeout: float = 5.0) -> bool:
+    try:
+        socket.create_connection(DOWNLOAD_HOST, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _idx_order(split: str, n: int) -> np.ndarray:
+    """Position in tfds' stored order -> IDX index, for a split keyed by IDX index."""
+    from tensorflow_datasets.core import hashing
+
+    hasher = hashing.Hasher(split)
+    return np.array(sorted(range(n), key=hasher.hash_key), dtype=np.int64)
+
+
+def prepare(data_dir: str | None, idx_dir: str | None = None, download: bool = True):
+    """Makes sure `fashion_mnist` is prepared in the tfds `data_dir`; returns the tfds builder.
+
+    Raises `DataError` with the three possible fixes when no source works.
+    """
+    tfds = _tfds()
+    builder = tfds.builder("fashion_mnist", data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    idx_path = resolve_idx_dir(idx_dir)
+    if all((idx_path / name).is_file() for pair in IDX_FILES.values() for name in pair):
+        for split in IDX_FILES:  # Validate before tfds writes anything.
+            read_idx(idx_path, split)
+        local = _local_builder_cls()(idx_dir=idx_path, data_dir=data_dir)
+        local.download_and_prepare()
+        return tfds.builder("fashion_mnist", data_dir=data_dir)
+    if idx_dir is not None or os.environ.get(IDX_DIR_ENV):
+        raise DataError(f"Fashion-MNIST IDX folder {idx_path} does not hold all four files "
+                        f"({', '.join(n for p in IDX_FILES.values() for n in p)}).\n{FIXES}")
+    if download and _network_answers():
+        builder.download_and_prepare()
+        return builder
+    reason = "downloading is disabled" if not download else "the download server cannot be reached"
+    raise DataError(f"No Fashion-MNIST data: nothing prepared in the tfds data dir "
+                    f"({builder.data_dir}), no IDX files in {idx_path}, and {reason}.\n{FIXES}")
+
+
+def load(data_dir: str | None = None, idx_dir: str | None = None, download: bool = True) -> dict[str, Split]:
+    """Loads the train and test splits of tfds `fashion_mnist` onto the host, in IDX order.
+
+    Args:
+      data_dir: the tfds data dir (None: tfds' default, `~/tensorflow_datasets`).
+      idx_dir: folder of the four IDX `.gz` files used to prepare the dataset offline (None:
+        `$FASHION_JAX_IDX_DIR`, else `/usr/share/datasets/fashion-mnist`).
+      download: whether tfds may download when no local source exists.
+
+    Returns:
+      {"train": Split, "test": Split}; images uint8[N, 28, 28, 1], labels int32[N].
+    """
+    builder = prepare(data_dir, idx_dir, download)
+    tfds = _tfds()
+    splits = {}
+    for split in ("train", "test"):
+        try:
+            ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+            batch = tfds.as_numpy(ds)
+        except Exception as e:  # tfds/TF raise many types for damaged record files.
+            raise DataError(f"The prepared dataset in {builder.data_dir} cannot be read ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200]}). Delete that folder to rebuild it.\n{FIXES}") from None
+        images, labels = batch["image"], batch["label"].astype(np.int32)
+        order = _idx_order(split, len(labels))
+        in_idx_order = Split(np.empty_like(images), np.empty_like(labels))
+        in_idx_order.images[order] = images
+        in_idx_order.labels[order] = labels
+        splits[split] = in_idx_order
+    return splits

@@ -1,0 +1,157 @@
+"""Classify images with a trained workdir's latest checkpoint.
+
+  python -m fashion_jax.predict --workdir experiments/base --index 0        # test image 0 (IDX order)
+  python -m fashion_jax.predict --workdir experiments/base shirt.jpg bag.png # your own images
+
+For a test image it prints the predicted class, its probability and the true class, and saves a PNG
+of the image titled with both (the tutorial's `plt.imshow`). Your own images (PNG/JPEG, any size,
+colour or grey, light or dark background) are converted to look like the training data: grey,
+light-on-dark, the object scaled to fit 28x28 and centred. It prints the top-3 classes for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+
+from fashion_jax import checkpoints, config as config_lib, data, sharding, steps
+from fashion_jax.errors import CheckpointError, DataError, UserError
+
+
+def load_trained(workdir: str | Path):
+    """(config, state) from a workdir's config.json and newest valid checkpoint, on one device."""
+    workdir = Path(workdir)
+    saved = workdir / "config.json"
+    if not saved.is_file():
+        raise CheckpointError(f"{workdir} has no config.json: train first with "
+                              f"`python -m fashion_jax.run --workdir {workdir}`.")
+    config = config_lib.check_schema(ml_collections.ConfigDict(json.loads(saved.read_text())), source=str(saved))
+    mesh = sharding.make_mesh()
+    repl = sharding.replicated(mesh)
+    init = functools.partial(steps.create_train_state, config=config)
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
+    if not (workdir / "checkpoints").is_dir():
+        raise CheckpointError(f"{workdir} has no checkpoints yet: train first.")
+    structure = {k: config[k] for k in config_lib.STATE_STRUCTURE_KEYS}
+    ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure)
+    try:
+        restored = ckpt.restore_latest(abstract)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise CheckpointError(f"{workdir}/checkpoints holds no readable checkpoint: train first.")
+    return config, restored[0]
+
+
+def probabilities(state, images: np.ndarray) -> np.ndarray:
+    """images uint8[B, 28, 28, 1] -> class probabilities float32[B, 10]."""
+    logits = jax.jit(lambda s, x: s.apply_fn({"params": s.params}, steps.normalize(x), train=False))(state, images)
+    return np.asarray(jax.nn.softmax(logits))
+
+
+def load_image_file(path: str | Path) -> np.ndarray:
+    """Any PNG/JPEG -> uint8[28, 28, 1] that looks like Fashion-MNIST (light object on black).
+
+    Greyscale; inverted when the background (the border) is lighter than the middle; the object's
+    bounding box scaled so its longer side is 28 pixels, centred.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            grey = np.asarray(im.convert("L"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"{path} is not an image this tool can read ({type(e).__name__}); "
+                        "give a PNG or JPEG file.") from None
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if border.mean() > 127:
+        grey = 255.0 - grey
+    background = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
+    grey = np.clip(grey - background, 0, 255)
+    if grey.max() > 0:
+        grey *= 255.0 / grey.max()
+    rows, cols = np.nonzero(grey > 25)
+    if len(rows):
+        grey = grey[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    h, w = grey.shape
+    scale = 28.0 / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(grey.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS))
+    out = np.zeros((28, 28), np.uint8)
+    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
+    out[top: top + small.shape[0], left: left + small.shape[1]] = small
+    return out[..., None]
+
+
+def save_figure(image: np.ndarray, title: str, path: Path) -> None:
+    """Saves `image` uint8[28, 28, 1] as a PNG titled `title`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3.2, 3.6))
+    ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fashion_jax.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--index", type=int, action="append",
+                        help="test image index, IDX order (0 is an Ankle boot); repeatable")
+    parser.add_argument("--output", default=None, help="PNG path (default: WORKDIR/predictions/...)")
+    parser.add_argument("images", nargs="*", help="image files (PNG/JPEG) to classify")
+    args = parser.parse_args(argv)
+    if not args.index and not args.images:
+        args.index = [0]
+    try:
+        config, state = load_trained(args.workdir)
+        out_dir = Path(args.workdir) / "predictions"
+        out_dir.mkdir(exist_ok=True)
+        if args.index:
+            test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
+            for i in args.index:
+                if not 0 <= i < len(test.labels):
+                    raise DataError(f"--index {i} is out of range: the test set has {len(test.labels)} "
+                                    f"images, 0..{len(test.labels) - 1}.")
+            probs = probabilities(state, test.images[args.index])
+            for i, p in zip(args.index, probs):
+                pred, true = int(p.argmax()), int(test.labels[i])
+                line = (f"test image {i}: predicted {data.CLASS_NAMES[pred]} (p={p[pred]:.3f}), "
+                        f"true {data.CLASS_NAMES[true]}")
+                path = Path(args.output) if args.output and len(args.index) == 1 else out_dir / f"test_{i}.png"
+                save_figure(test.images[i], f"predicted: {data.CLASS_NAMES[pred]} ({p[pred]:.1%})\n"
+                                            f"true: {data.CLASS_NAMES[true]}", path)
+                print(f"{line} -> {path}")
+        if args.images:
+            images = np.stack([load_image_file(p) for p in args.images])
+            probs = probabilities(state, images)
+            for file, image, p in zip(args.images, images, probs):
+                top = np.argsort(p)[::-1][:3]
+                ranked = ", ".join(f"{data.CLASS_NAMES[k]} {p[k]:.3f}" for k in top)
+                path = out_dir / f"{Path(file).stem}.png"
+                save_figure(image, f"{Path(file).name}\npredicted: {data.CLASS_NAMES[top[0]]} "
+                                   f"({p[top[0]]:.1%})", path)
+                print(f"{file}: {ranked} -> {path}")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

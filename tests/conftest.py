@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny generated IDX datasets, prepared tfds dirs, and a runner in a subprocess."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+requires_real_data = pytest.mark.skipif(
+    not (REAL_IDX_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
+    reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8[N, 28, 28] images a small CNN can learn: a bright band whose row depends on the label."""
+    images = rng.integers(0, 60, size=(len(labels), 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 2 * k + 3: 2 * k + 7, 4:24] = 200 + rng.integers(0, 55)
+    return images
+
+
+def write_idx(folder: Path, train_n: int = 640, test_n: int = 200, seed: int = 0) -> Path:
+    """Writes the four Fashion-MNIST IDX .gz files of a small learnable dataset into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, n in (("train", train_n), ("t10k", test_n)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = make_images(labels, rng)
+        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_idx(tmp_path_factory) -> Path:
+    return write_idx(tmp_path_factory.mktemp("idx"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tfds(tmp_path_factory, tiny_idx) -> Path:
+    """A tfds data dir with `fashion_mnist` prepared from the tiny IDX files (built once)."""
+    from fashion_jax import data
+
+    data_dir = tmp_path_factory.mktemp("tfds")
+    data.prepare(str(data_dir), str(tiny_idx), download=False)
+    return data_dir
+
+
+@pytest.fixture
+def tiny_args(tiny_idx, tiny_tfds):
+    """Runner overrides that point at the tiny dataset and keep runs short."""
+    return [f"--config.data_dir={tiny_tfds}", f"--config.idx_dir={tiny_idx}", "--config.download=false",
+            "--config.num_epochs=2", "--config.batch_size=32", "--config.log_every_steps=5",
+            "--config.checkpoint_every_steps=10", "--config.eval_batch_size=100"]
+
+
+def run_module(module: str, *args, env: dict | None = None, timeout: float = 600, check: bool = False):
+    """Runs `python -m module args` in a subprocess; returns the CompletedProcess (text)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
