@@ -119,30 +119,64 @@ def prepare_workdir(workdir: Path, config, restart: bool, is_main: bool) -> None
 
 
 class MetricsWriter:
-    """Appends JSON lines to `metrics.jsonl` on process 0; on resume drops records past the checkpoint."""
+    """Writes metrics on process 0: JSON lines in `metrics.jsonl` and TensorBoard events in `tensorboard/`.
 
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
+    `start(step)` drops records past `step` (a resumed run's checkpoint) from both, so a killed and
+    resumed run has each step once.
+    """
 
-    def truncate_after(self, step: int) -> None:
-        if not self.enabled or not self.path.exists():
+    def __init__(self, workdir: Path, enabled: bool):
+        self.path, self.enabled = workdir / "metrics.jsonl", enabled
+        self.tb_dir = workdir / "tensorboard"
+        self.tb = None
+
+    def start(self, step: int, config) -> None:
+        if not self.enabled:
             return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # A line cut short by a kill.
-            if record.get("step", 0) <= step:
-                kept.append(json.dumps(record))
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept))
-        tmp.replace(self.path)
+        if self.path.exists():
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # A line cut short by a kill.
+                if record.get("step", 0) <= step:
+                    kept.append(json.dumps(record))
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(k + "\n" for k in kept))
+            tmp.replace(self.path)
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.tb_dir), purge_step=step + 1 if step else None, flush_secs=30)
+        if not step:
+            self.tb.add_text("config", "```\n" + config_lib.to_json(config) + "\n```", 0)
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key not in ("type", "step", "epoch") and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"{record['type']}/{key}", value, record["step"])
+
+    def finish(self, config, summary: dict[str, Any]) -> None:
+        if self.tb is None:
+            return
+        hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (bool, int, float, str))}
+        final = {f"hparam/{k}": summary[k] for k in ("test_accuracy", "test_loss") if summary.get(k) is not None}
+        self.tb.add_hparams(hparams, final, name="hparams")
+        self.close()
+
+    def flush(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -285,7 +319,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
 
     structure = {k: config[k] for k in config_lib.STATE_STRUCTURE_KEYS}
     ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure)
-    metrics = MetricsWriter(workdir / "metrics.jsonl", is_main)
+    metrics = MetricsWriter(workdir, is_main)
     try:
         restored = ckpt.restore_latest(abstract_state)
         if restored is None:
@@ -294,7 +328,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
             state, meta = restored
             print(f"Resuming from the checkpoint at step {int(state.step)} in {ckpt.directory}.", flush=True)
         start_step = int(state.step)
-        metrics.truncate_after(start_step)
+        metrics.start(start_step, config)
 
         images = sharding.put_replicated(train.images, mesh)
         labels = sharding.put_replicated(train.labels, mesh)
@@ -433,6 +467,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
         ckpt.wait()
     finally:
         ckpt.close()
+        metrics.flush()
 
     history = [r for r in metrics.read() if r.get("type") == "eval"] if is_main else []
     last = history[-1] if history else {}
@@ -450,6 +485,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
         "device_kind": jax.devices()[0].device_kind,
         "versions": _versions(),
     }
+    metrics.finish(config, summary)
     if is_main:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _write_plots(workdir)
