@@ -26,7 +26,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "seed_cnn"  # One of fashion_jax.models.MODELS.
     c.num_epochs = 10
     c.batch_size = 64  # Global batch, split over all devices.
-    c.learning_rate = 1e-3
+    c.learning_rate = 1e-3  # Peak learning rate when a schedule is used.
+    c.optimizer = "adam"  # "adam" or "adamw" (decoupled weight decay).
+    c.weight_decay = 0.0  # AdamW only.
+    c.schedule = "constant"  # "constant", "cosine" (warm-up then cosine to 0) or "onecycle".
+    c.warmup_epochs = 0.0
+    c.label_smoothing = 0.0
+    c.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the parameters.
+    # On-device augmentation of training batches.
+    c.augment_crop_padding = 0  # Random crop after zero-padding this many pixels (0: off).
+    c.augment_flip = False  # Random horizontal flip.
+    c.augment_erasing = 0.0  # Probability of random erasing (0: off).
+    c.tta_flip = False  # Evaluate on each image and its mirror image, averaged.
     c.seed = 0
     # Data.
     c.data_dir = ""  # tfds data dir; "" means tfds' default (~/tensorflow_datasets).
@@ -49,9 +60,14 @@ def get_config() -> ml_collections.ConfigDict:
     return c
 
 
-# Keys whose change alters the structure of the train state: a checkpoint saved under one value
-# cannot be restored under another.
-STATE_STRUCTURE_KEYS = ("model",)
+def state_structure(config) -> dict:
+    """What fixes the train state's structure: a checkpoint made under one of these cannot be
+    restored under another (other keys, like num_epochs or learning_rate, may change on resume)."""
+    return {"model": config.model, "optimizer": config.optimizer,
+            "schedule": config.schedule != "constant", "ema": config.ema_decay > 0}
+
+
+_CHOICES = {"optimizer": ("adam", "adamw"), "schedule": ("constant", "cosine", "onecycle")}
 
 _RANGES = {
     # key: (predicate, description)
@@ -64,6 +80,12 @@ _RANGES = {
     "log_every_steps": (lambda v: v >= 1, "an integer >= 1"),
     "checkpoint_every_steps": (lambda v: v >= 0, "an integer >= 0 (0: only at epoch ends)"),
     "keep_checkpoints": (lambda v: v >= 1, "an integer >= 1"),
+    "weight_decay": (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+    "warmup_epochs": (lambda v: 0 <= v, "a number >= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "a number in [0, 1) (0: off)"),
+    "augment_crop_padding": (lambda v: 0 <= v <= 14, "an integer in 0..14"),
+    "augment_erasing": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "num_processes": (lambda v: v >= 0, "an integer >= 0 (0: auto-detect)"),
     "process_id": (lambda v: v >= -1, "an integer >= -1 (-1: auto-detect)"),
     "distributed_timeout_seconds": (lambda v: v >= 1, "an integer >= 1"),
@@ -144,9 +166,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     if config.model not in MODELS:
         raise ConfigError(f"model '{config.model}' is unknown; choose one of {sorted(MODELS)}.")
+    for key, choices in _CHOICES.items():
+        if config[key] not in choices:
+            raise ConfigError(f"{key} = {config[key]!r} is unknown; choose one of {list(choices)}.")
     for key, (ok, wanted) in _RANGES.items():
         if not ok(config[key]):
             raise ConfigError(f"{key} = {config[key]!r} is out of range; it must be {wanted}.")
+    if config.warmup_epochs > config.num_epochs:
+        raise ConfigError(f"warmup_epochs = {config.warmup_epochs} is longer than num_epochs = {config.num_epochs}.")
     return config
 
 

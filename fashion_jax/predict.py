@@ -35,12 +35,13 @@ def load_trained(workdir: str | Path):
     config = config_lib.check_schema(ml_collections.ConfigDict(json.loads(saved.read_text())), source=str(saved))
     mesh = sharding.make_mesh()
     repl = sharding.replicated(mesh)
-    init = functools.partial(steps.create_train_state, config=config)
+    # Shapes only: the schedule length does not change the optimizer state's structure.
+    init = functools.partial(steps.create_train_state, config=config, total_steps=1 << 20)
     abstract = jax.eval_shape(init, jax.random.key(0))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(f"{workdir} has no checkpoints yet: train first.")
-    structure = {k: config[k] for k in config_lib.STATE_STRUCTURE_KEYS}
+    structure = config_lib.state_structure(config)
     ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure)
     try:
         restored = ckpt.restore_latest(abstract)
@@ -51,9 +52,10 @@ def load_trained(workdir: str | Path):
     return config, restored[0]
 
 
-def probabilities(state, images: np.ndarray) -> np.ndarray:
-    """images uint8[B, 28, 28, 1] -> class probabilities float32[B, 10]."""
-    logits = jax.jit(lambda s, x: s.apply_fn({"params": s.params}, steps.normalize(x), train=False))(state, images)
+def probabilities(state, images: np.ndarray, config=None) -> np.ndarray:
+    """images uint8[B, 28, 28, 1] -> class probabilities float32[B, 10] (with flip TTA if the config says)."""
+    tta = bool(config is not None and config.tta_flip)
+    logits = jax.jit(steps.predict_logits, static_argnums=2)(state, images, tta)
     return np.asarray(jax.nn.softmax(logits))
 
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not 0 <= i < len(test.labels):
                     raise DataError(f"--index {i} is out of range: the test set has {len(test.labels)} "
                                     f"images, 0..{len(test.labels) - 1}.")
-            probs = probabilities(state, test.images[args.index])
+            probs = probabilities(state, test.images[args.index], config)
             for i, p in zip(args.index, probs):
                 pred, true = int(p.argmax()), int(test.labels[i])
                 line = (f"test image {i}: predicted {data.CLASS_NAMES[pred]} (p={p[pred]:.3f}), "
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{line} -> {path}")
         if args.images:
             images = np.stack([load_image_file(p) for p in args.images])
-            probs = probabilities(state, images)
+            probs = probabilities(state, images, config)
             for file, image, p in zip(args.images, images, probs):
                 top = np.argsort(p)[::-1][:3]
                 ranked = ", ".join(f"{data.CLASS_NAMES[k]} {p[k]:.3f}" for k in top)

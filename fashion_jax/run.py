@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from fashion_jax import checkpoints, config as config_lib, data, sharding, steps
@@ -106,11 +107,12 @@ def prepare_workdir(workdir: Path, config, restart: bool, is_main: bool) -> None
             "or is incomplete. Use another --workdir, or --restart to move those files aside.")
     try:
         previous = json.loads(saved.read_text())
-        previous_structure = {k: previous[k] for k in config_lib.STATE_STRUCTURE_KEYS}
-    except (ValueError, KeyError, TypeError):
+        previous_structure = config_lib.state_structure(config_lib.check_schema(
+            ml_collections.ConfigDict(previous), source=str(saved)))
+    except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
         raise CheckpointError(f"{saved} is not a fashion_jax config. Use another --workdir, "
                               "or --restart to move the old files aside.") from None
-    structure = {k: config[k] for k in config_lib.STATE_STRUCTURE_KEYS}
+    structure = config_lib.state_structure(config)
     if previous_structure != structure:
         raise CheckpointError(
             f"{workdir} holds a run with {previous_structure}, but this config asks for {structure}; "
@@ -247,7 +249,7 @@ def split_data(splits: dict[str, data.Split], config) -> dict[str, data.Split]:
 class Evaluator:
     """Whole-split evaluation in fixed-size padded batches; every example counts exactly once."""
 
-    def __init__(self, split: data.Split, batch_size: int, mesh, state_sharding):
+    def __init__(self, split: data.Split, batch_size: int, mesh, state_sharding, tta_flip: bool = False):
         n_dev = mesh.devices.size
         n = len(split.labels)
         self.batch_size = min(batch_size, -(-n // n_dev) * n_dev)
@@ -272,7 +274,7 @@ class Evaluator:
                     jax.lax.dynamic_slice_in_dim(labels, start, bs), batch_sharding),
                 "mask": jax.lax.with_sharding_constraint(start + jnp.arange(bs) < n, batch_sharding),
             }
-            return steps.eval_step(state, batch)
+            return steps.eval_step(state, batch, tta_flip=tta_flip)
 
         self._fn = jax.jit(eval_batch, in_shardings=(state_sharding, None, None, None),
                            out_shardings=sharding.replicated(mesh))
@@ -313,11 +315,12 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     batch_sharding = sharding.batch_sharded(mesh)
     root = jax.random.key(config.seed)
     init_key, step_key, data_key = jax.random.split(root, 3)
-    init = jax.jit(functools.partial(steps.create_train_state, config=config), out_shardings=repl)
+    init = jax.jit(functools.partial(steps.create_train_state, config=config, total_steps=total_steps),
+                   out_shardings=repl)
     abstract_state = jax.eval_shape(init, init_key)
     abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract_state)
 
-    structure = {k: config[k] for k in config_lib.STATE_STRUCTURE_KEYS}
+    structure = config_lib.state_structure(config)
     ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure)
     metrics = MetricsWriter(workdir, is_main)
     try:
@@ -332,7 +335,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
 
         images = sharding.put_replicated(train.images, mesh)
         labels = sharding.put_replicated(train.labels, mesh)
-        evaluators = {name: Evaluator(split, config.eval_batch_size, mesh, repl)
+        evaluators = {name: Evaluator(split, config.eval_batch_size, mesh, repl, config.tta_flip)
                       for name, split in splits.items() if name != "train"}
 
         epoch_perm = jax.jit(lambda epoch: jax.random.permutation(
@@ -343,7 +346,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
                 jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size), batch_sharding)
             batch = {"image": images[idx], "label": labels[idx]}
             rng = jax.random.fold_in(step_key, state.step)
-            new_state, m = steps.train_step(state, batch, rng)
+            new_state, m = steps.train_step(state, batch, rng, **steps.train_options(config))
             bad = (window["first_bad_step"] < 0) & ~jnp.isfinite(m["loss"])
             window = {
                 "loss": window["loss"] + m["loss"],

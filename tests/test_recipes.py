@@ -1,0 +1,153 @@
+"""The stronger-recipe options: augmentation, batch norm, EMA, schedules, label smoothing, TTA."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from fashion_jax import augment, get_config
+from fashion_jax.models import ResNetSmall
+from fashion_jax.steps import create_train_state, cross_entropy, eval_step, learning_rate_schedule, train_step
+
+
+def config(**overrides):
+    c = ml_collections.ConfigDict(get_config().to_dict())
+    c.update(overrides)
+    return c
+
+
+def images(b=6, seed=0):
+    return jax.random.uniform(jax.random.key(seed), (b, 28, 28, 1))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, k: augment.random_crop(x, k, 4),
+    lambda x, k: augment.random_flip(x, k),
+    lambda x, k: augment.random_erasing(x, k, 0.5),
+    lambda x, k: augment.augment(x, k, 2, True, 0.5),
+])
+def test_augmentations_keep_shape_and_dtype_and_are_deterministic_given_the_key(fn):
+    x = images(32)
+    a, b, c = fn(x, jax.random.key(1)), fn(x, jax.random.key(1)), fn(x, jax.random.key(2))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+def test_random_crop_shifts_content_by_at_most_the_padding():
+    x = jnp.zeros((64, 28, 28, 1)).at[:, 10:18, 10:18].set(1.0)
+    out = augment.random_crop(x, jax.random.key(0), 3)
+    assert np.allclose(out.sum(axis=(1, 2, 3)), 64.0)  # The 8x8 square always stays inside.
+    ys = np.argmax(np.asarray(out[..., 0]).max(axis=2), axis=1)
+    assert set(ys.tolist()) <= set(range(7, 14)) and len(set(ys.tolist())) > 3
+    np.testing.assert_array_equal(augment.random_crop(x, jax.random.key(0), 0), x)
+
+
+def test_random_flip_mirrors_about_half_of_the_images_exactly():
+    x = images(200)
+    out = augment.random_flip(x, jax.random.key(0))
+    same = np.all(out == x, axis=(1, 2, 3))
+    mirrored = np.all(out == x[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(same | mirrored)
+    assert 70 < mirrored.sum() < 130
+
+
+def test_random_erasing_replaces_one_rectangle_within_the_area_bounds():
+    x = jnp.full((100, 28, 28, 1), 2.0)  # Outside [0, 1], so erased pixels (uniform noise) are visible.
+    out = np.asarray(augment.random_erasing(x, jax.random.key(0), 1.0))
+    erased = out[..., 0] != 2.0
+    area = erased.sum(axis=(1, 2)) / (28 * 28)
+    assert np.all(area > 0) and np.all(area <= 0.25 * 1.3 + 0.05)
+    for m in erased:  # A filled rectangle: its bounding box is fully erased.
+        rows, cols = np.nonzero(m)
+        assert m[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1].all()
+    np.testing.assert_array_equal(augment.random_erasing(x, jax.random.key(0), 0.0), x)
+
+
+def test_resnet_small_is_under_a_million_parameters_and_has_batch_norm_state():
+    v = ResNetSmall().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    assert sum(p.size for p in jax.tree.leaves(v["params"])) < 1_000_000
+    assert jax.tree.leaves(v["batch_stats"])
+
+
+def test_batch_norm_statistics_update_in_training_and_not_in_evaluation():
+    state = create_train_state(jax.random.key(0), config(model="resnet_small"))
+    batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
+    before = jax.tree.map(np.asarray, state.batch_stats)
+    new_state, _ = jax.jit(train_step)(state, batch)
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), before, new_state.batch_stats)
+    assert all(jax.tree.leaves(changed))
+    # Evaluation normalizes with the running averages: an example's result does not depend on
+    # the rest of its batch (with batch statistics it would).
+    alone = eval_step(new_state, {k: v[:4] for k, v in batch.items()})
+    among = eval_step(new_state, {**batch, "mask": jnp.arange(8) < 4})
+    np.testing.assert_allclose(float(alone["loss_sum"]), float(among["loss_sum"]), rtol=1e-5)
+    trained = jax.jit(train_step)(new_state, {k: v[:4] for k, v in batch.items()})[1]["loss"]
+    assert np.isfinite(float(trained))
+
+
+def test_ema_follows_its_formula():
+    d = 0.9
+    state = create_train_state(jax.random.key(0), config(ema_decay=d))
+    batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
+    ema0 = jax.tree.map(np.asarray, state.ema_params)
+    s1, _ = train_step(state, batch)
+    s2, _ = train_step(s1, batch)
+    expected1 = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema0, s1.params)
+    expected2 = jax.tree.map(lambda e, p: d * e + (1 - d) * p, expected1, s2.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s2.ema_params, expected2)
+    # Evaluation uses the EMA parameters.
+    swapped = s2.replace(params=s2.ema_params, ema_params=None)
+    np.testing.assert_allclose(float(eval_step(s2, batch)["loss_sum"]), float(eval_step(swapped, batch)["loss_sum"]),
+                               rtol=1e-6)
+
+
+def test_schedules_follow_their_formulas():
+    c = config(schedule="cosine", learning_rate=0.01, warmup_epochs=1.0, num_epochs=10)
+    lr = learning_rate_schedule(c, total_steps=1000)
+    assert float(lr(0)) == 0.0
+    assert float(lr(50)) == pytest.approx(0.005)
+    assert float(lr(100)) == pytest.approx(0.01)
+    assert float(lr(550)) == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 0.5)), rel=1e-5)
+    assert float(lr(1000)) == pytest.approx(0.0, abs=1e-9)
+    one = learning_rate_schedule(config(schedule="onecycle", learning_rate=0.01, warmup_epochs=3.0,
+                                        num_epochs=10), total_steps=1000)
+    assert float(one(300)) == pytest.approx(0.01, rel=1e-4)
+    assert float(one(0)) < 0.001 and float(one(1000)) < 1e-5
+    assert learning_rate_schedule(config(), None) == 1e-3
+
+
+def test_label_smoothing_matches_the_smoothed_targets():
+    logits = jax.random.normal(jax.random.key(0), (5, 10))
+    labels = jnp.array([0, 3, 9, 2, 2])
+    eps = 0.1
+    targets = np.full((5, 10), eps / 10)
+    targets[np.arange(5), labels] += 1 - eps
+    manual = -(targets * np.asarray(jax.nn.log_softmax(logits))).sum(-1)
+    np.testing.assert_allclose(cross_entropy(logits, labels, eps), manual, rtol=1e-5)
+    np.testing.assert_allclose(cross_entropy(logits, labels, 0.0),
+                               -np.asarray(jax.nn.log_softmax(logits))[np.arange(5), labels], rtol=1e-5)
+
+
+def test_flip_tta_equals_plain_evaluation_on_mirror_symmetric_images():
+    state = create_train_state(jax.random.key(0), config())
+    half = (images(4)[:, :, :14] * 255).astype(jnp.uint8)
+    symmetric = jnp.concatenate([half, half[:, :, ::-1]], axis=2)
+    batch = {"image": symmetric, "label": jnp.arange(4)}
+    np.testing.assert_allclose(float(eval_step(state, batch, tta_flip=True)["loss_sum"]),
+                               float(eval_step(state, batch)["loss_sum"]), rtol=1e-5)
+    asym = {"image": (images(4) * 255).astype(jnp.uint8), "label": jnp.arange(4)}
+    assert float(eval_step(state, asym, tta_flip=True)["loss_sum"]) != float(eval_step(state, asym)["loss_sum"])
+
+
+def test_augmented_training_step_needs_and_uses_the_key():
+    state = create_train_state(jax.random.key(0), config())
+    batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
+    opts = dict(crop_padding=2, flip=True, erasing=0.5)
+    a, _ = train_step(state, batch, jax.random.key(1), **opts)
+    b, _ = train_step(state, batch, jax.random.key(1), **opts)
+    c, _ = train_step(state, batch, jax.random.key(2), **opts)
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+    assert not np.array_equal(a.params["Dense_1"]["kernel"], c.params["Dense_1"]["kernel"])
