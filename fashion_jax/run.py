@@ -252,8 +252,8 @@ class Evaluator:
     def __init__(self, split: data.Split, batch_size: int, mesh, state_sharding, tta_flip: bool = False):
         n_dev = mesh.devices.size
         n = len(split.labels)
-        self.batch_size = min(batch_size, -(-n // n_dev) * n_dev)
-        sharding.check_batch_size("eval_batch_size", self.batch_size, mesh)
+        # Rounded up to a multiple of the device count; the padding is masked out.
+        self.batch_size = -(-min(batch_size, n) // n_dev) * n_dev
         self.num_batches = -(-n // self.batch_size)
         padded = self.num_batches * self.batch_size
         images = np.zeros((padded, *data.IMAGE_SHAPE), np.uint8)
@@ -303,7 +303,14 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     if is_main:
         (workdir / "config.json").write_text(config_lib.to_json(config) + "\n")
 
-    splits = split_data(data.load(config.data_dir or None, config.idx_dir or None, config.download), config)
+    source = (config.data_dir or None, config.idx_dir or None, config.download)
+    if jax.process_count() > 1:  # One process prepares the tfds dataset; the others wait, then read it.
+        from jax.experimental import multihost_utils
+
+        if is_main:
+            data.prepare(*source)
+        multihost_utils.sync_global_devices("fashion_jax: dataset prepared")
+    splits = split_data(data.load(*source), config)
     train = splits["train"]
     batch_size = config.batch_size
     steps_per_epoch = len(train.labels) // batch_size

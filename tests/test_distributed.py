@@ -1,0 +1,129 @@
+"""Data parallelism on simulated CPU devices and real multi-process runs on localhost."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_module
+
+pytestmark = pytest.mark.slow
+
+
+def devices_env(n):
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+
+
+@pytest.fixture(scope="module")
+def args(tiny_idx, tiny_tfds):
+    return [f"--config.data_dir={tiny_tfds}", f"--config.idx_dir={tiny_idx}", "--config.download=false",
+            "--config.num_epochs=2", "--config.batch_size=32", "--config.log_every_steps=5",
+            "--config.eval_batch_size=100"]
+
+
+def evals(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == "eval"]
+
+
+def assert_close_runs(a, b, rel=1e-4):
+    ea, eb = evals(a), evals(b)
+    assert [r["step"] for r in ea] == [r["step"] for r in eb]
+    for ra, rb in zip(ea, eb):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=rel)
+        assert ra["test_loss"] == pytest.approx(rb["test_loss"], rel=rel, abs=1e-6)
+        assert ra["test_accuracy"] == rb["test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, args):
+    workdir = tmp_path_factory.mktemp("one") / "w"
+    run_module("fashion_jax.run", "--workdir", workdir, *args, env=devices_env(1), check=True)
+    return workdir
+
+
+def test_eight_devices_match_one(tmp_path, args, one_device):
+    workdir = tmp_path / "w8"
+    proc = run_module("fashion_jax.run", "--workdir", workdir, *args, env=devices_env(8), check=True)
+    assert "over 8 device(s)" in proc.stdout
+    assert json.loads((workdir / "summary.json").read_text())["devices"] == 8
+    assert_close_runs(workdir, one_device)
+
+
+def test_batch_that_devices_do_not_divide_is_refused(tmp_path, args):
+    proc = run_module("fashion_jax.run", "--workdir", tmp_path / "w", *args, "--config.batch_size=30",
+                      env=devices_env(8))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "batch_size = 30 does not split evenly over 8 devices" in proc.stderr
+    assert "24 or 32" in proc.stderr
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def start_processes(workdir, args, n=2, devices_each=2, extra=()):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **devices_env(devices_each)}
+    procs = []
+    for pid in range(n):
+        cmd = [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), *args,
+               "--config.distributed=true", f"--config.coordinator_address=localhost:{port}",
+               f"--config.num_processes={n}", f"--config.process_id={pid}", *extra]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=env, cwd=ROOT))
+    return procs
+
+
+def test_two_processes_match_one_process(tmp_path, args, one_device):
+    workdir = tmp_path / "w"
+    procs = start_processes(workdir, args)
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "over 4 device(s) (cpu), 2 process(es)" in outs[0][0]
+    assert "test accuracy" in outs[0][0] and "test accuracy" not in outs[1][0]  # Only process 0 reports.
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert (summary["devices"], summary["processes"]) == (4, 2)
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((one_device / "metrics.jsonl").read_text().splitlines())  # Written once.
+    assert_close_runs(workdir, one_device)
+
+
+def test_a_killed_peer_does_not_leave_the_other_process_hanging(tmp_path, args):
+    workdir = tmp_path / "w"
+    procs = start_processes(workdir, [*args, "--config.num_epochs=500"],
+                            extra=["--config.distributed_timeout_seconds=15"])
+    deadline = time.time() + 300
+    while not (workdir / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (workdir / "metrics.jsonl").exists()
+    procs[1].kill()
+    killed_at = time.time()
+    try:
+        _, err = procs[0].communicate(timeout=120)
+    finally:
+        procs[0].kill()
+    assert procs[0].returncode != 0
+    assert time.time() - killed_at < 120
+    assert "another task died" in err or "unhealthy" in err or "heartbeat" in err.lower(), err[-2000:]
+
+
+def test_resume_across_device_counts(tmp_path, args, one_device):
+    workdir = tmp_path / "w"
+    run_module("fashion_jax.run", "--workdir", workdir, *args, "--config.num_epochs=1", env=devices_env(8),
+               check=True)
+    proc = run_module("fashion_jax.run", "--workdir", workdir, *args, "--config.num_epochs=2",
+                      env=devices_env(1), check=True)
+    assert "Resuming from the checkpoint at step 20" in proc.stdout and "over 1 device(s)" in proc.stdout
+    assert_close_runs(workdir, one_device)
+    proc = run_module("fashion_jax.run", "--workdir", workdir, *args, "--config.num_epochs=3",
+                      env=devices_env(8), check=True)
+    assert "Resuming from the checkpoint at step 40" in proc.stdout and "over 8 device(s)" in proc.stdout
+    assert [r["step"] for r in evals(workdir)] == [20, 40, 60]
