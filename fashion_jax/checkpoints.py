@@ -29,8 +29,11 @@ VALIDATION_METRIC = "validation_accuracy"
 class Checkpoints:
     """A thin wrapper of `ocp.CheckpointManager` with our retention, validity and meta rules."""
 
-    def __init__(self, workdir: str | Path, keep: int, structure: dict[str, Any]):
+    def __init__(self, workdir: str | Path, keep: int, structure: dict[str, Any], read_only: bool = False):
+        """read_only: for readers beside a possibly running trainer (predict, report): creates,
+        cleans up and moves nothing; unreadable checkpoints are only skipped."""
         self.workdir = Path(workdir).absolute()
+        self.read_only = read_only
         self.directory = self.workdir / "checkpoints"
         self.structure = structure
         policy = ocm.AnyPreservationPolicy([
@@ -43,8 +46,9 @@ class Checkpoints:
             options=ocp.CheckpointManagerOptions(
                 preservation_policy=policy,
                 enable_async_checkpointing=True,
-                create=True,
-                cleanup_tmp_directories=True,
+                create=not read_only,
+                cleanup_tmp_directories=not read_only,
+                read_only=read_only,
             ),
         )
 
@@ -70,6 +74,9 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def _set_aside(self, step: int, reason: str) -> None:
+        if self.read_only:
+            print(f"WARNING: checkpoint at step {step} is unreadable ({reason}); skipping it.", flush=True)
+            return
         src = self.directory / str(step)
         dst_root = self.workdir / "checkpoints_invalid"
         dst_root.mkdir(exist_ok=True)

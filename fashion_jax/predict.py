@@ -42,7 +42,7 @@ def load_trained(workdir: str | Path):
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(f"{workdir} has no checkpoints yet: train first.")
     structure = config_lib.state_structure(config)
-    ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure)
+    ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure, read_only=True)
     try:
         restored = ckpt.restore_latest(abstract)
     finally:

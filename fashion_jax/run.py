@@ -376,7 +376,6 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
         e = meta.get("epoch_sums", {"loss": 0.0, "accuracy": 0.0, "steps": 0})
         epoch_sums = dict(e)
         train_seconds = float(meta.get("train_seconds", 0.0))
-        images_done_this_run, seconds_this_run = 0, 0.0
 
         def fetch_window(step):
             """Host copy of the window sums; raises NonFiniteLossError if any step diverged."""
@@ -430,8 +429,6 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
                                       "steps": epoch_sums["steps"] + window_steps}
                         window, window_steps = new_window(), 0
                         train_seconds += now - t_window
-                        seconds_this_run += now - t_window
-                        images_done_this_run += images_window
                         if bar is not None:
                             bar.set_postfix(loss=f"{epoch_sums['loss'] / epoch_sums['steps']:.4f}",
                                             acc=f"{epoch_sums['accuracy'] / epoch_sums['steps']:.4f}",
@@ -488,7 +485,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
         "epochs": config.num_epochs,
         "steps": total_steps,
         "train_seconds": train_seconds,
-        "images_per_second": images_done_this_run / seconds_this_run if seconds_this_run else None,
+        "images_per_second": total_steps * batch_size / train_seconds if train_seconds else None,
         "devices": mesh.devices.size,
         "processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
@@ -513,11 +510,14 @@ def _progress(config, is_main, epoch, total, initial):
 
 
 def _write_plots(workdir: Path) -> None:
+    """Writes the report; a failure there is reported but does not fail the finished training."""
+    from fashion_jax import report
+
     try:
-        from fashion_jax import report
-    except ImportError:
-        return
-    report.write_report(workdir)
+        report.write_report(workdir)
+    except Exception as e:  # The run's results are already saved; say how to retry.
+        print(f"WARNING: the report could not be written ({type(e).__name__}: {e}); retry with "
+              f"`python -m fashion_jax.report --workdir {workdir}`.", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

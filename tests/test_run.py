@@ -30,10 +30,28 @@ def test_runner_trains_and_writes_its_files(tmp_path, tiny_args):
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 2 * steps_per_epoch
 
+    tags = tensorboard_scalars(workdir / "tensorboard")
+    assert tags["eval/test_accuracy"] == [r["step"] for r in evals]
+    assert tags["train/loss"] == [r["step"] for r in train]
+
     pred = run_module("fashion_jax.predict", "--workdir", workdir, "--index", "0", check=True)
     assert "test image 0: predicted" in pred.stdout and "true" in pred.stdout
     png = workdir / "predictions" / "test_0.png"
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def tensorboard_scalars(folder):
+    """{tag: [steps]} of the scalar summaries in the TensorBoard event files under `folder`."""
+    import tensorflow as tf
+
+    tags = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for raw in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    tags.setdefault(value.tag, []).append(event.step)
+    return tags
 
 
 def assert_clean_error(proc, *fragments):
