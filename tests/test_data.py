@@ -89,3 +89,23 @@ def test_real_fashion_mnist_through_tfds():
     assert hashlib.sha256(test.images.tobytes()).hexdigest() == hashlib.sha256(
         gzip.decompress((REAL_IDX_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]).hexdigest()
     assert int(test.images.astype(np.int64).sum()) == 573_469_082  # Sum of all test pixels.
+
+
+def test_decoded_arrays_are_cached_beside_the_dataset_and_a_bad_cache_is_ignored(tiny_idx, tiny_tfds, monkeypatch):
+    first = data.load(str(tiny_tfds), str(tiny_idx), download=False)
+    cache = data._builder_dir(str(tiny_tfds)) / data.CACHE_NAME
+    assert cache.is_file()
+    monkeypatch.setattr(data, "prepare", lambda *a, **k: pytest.fail("the cache was not used"))
+    second = data.load(str(tiny_tfds), str(tiny_idx), download=False)
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(first[split].images, second[split].images)
+        np.testing.assert_array_equal(first[split].labels, second[split].labels)
+    monkeypatch.undo()
+    saved = cache.read_bytes()
+    try:
+        cache.write_bytes(b"garbage")
+        third = data.load(str(tiny_tfds), str(tiny_idx), download=False)  # Falls back to tfds, rewrites it.
+        np.testing.assert_array_equal(third["test"].images, first["test"].images)
+        assert cache.read_bytes() != b"garbage"
+    finally:
+        cache.write_bytes(saved)
