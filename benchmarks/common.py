@@ -1,0 +1,117 @@
+"""Shared benchmark helpers: machine description, launching timed subprocesses, recording results."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.jsonl"
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import importlib.metadata as md
+
+    versions = {}
+    for name in ("jax", "jaxlib", "flax", "optax", "tensorflow-cpu", "tensorflow", "keras"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "host_cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "versions": versions}
+
+
+def record(kind: str, rows: list[dict], extra: dict | None = None) -> None:
+    """Appends one result object to benchmarks/results.jsonl."""
+    entry = {"benchmark": kind, "machine": machine(), "rows": rows, **(extra or {})}
+    with RESULTS.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    print(f"recorded in {RESULTS.relative_to(ROOT)}")
+
+
+def run_timed(cmd: list[str], metrics_file: Path | None = None, env: dict | None = None):
+    """Runs `cmd`; returns (records, peak_rss_mb, wall_seconds, returncode).
+
+    records: JSON objects the process reported, each with "t" = seconds since launch when it was
+    seen: lines of `metrics_file` with type "eval" when given, else JSON lines of its stdout.
+    """
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=ROOT)
+    lines: queue.Queue = queue.Queue()
+    log: list[str] = []
+
+    def reader():
+        for line in proc.stdout:
+            lines.put((time.perf_counter() - t0, line))
+
+    threading.Thread(target=reader, daemon=True).start()
+    records, seen = [], 0
+    rusage = None
+    while True:
+        pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
+        now = time.perf_counter() - t0
+        while not lines.empty():
+            t, line = lines.get()
+            log.append(line)
+            if metrics_file is None and line.startswith("{"):
+                records.append({**json.loads(line), "t": t})
+        if metrics_file is not None and metrics_file.exists():
+            content = metrics_file.read_text().splitlines()
+            for line in content[seen:]:
+                if line.endswith("}"):
+                    r = json.loads(line)
+                    if r.get("type") == "eval":
+                        records.append({**r, "t": now})
+                    seen += 1
+        if pid:
+            break
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    time.sleep(0.1)
+    while not lines.empty():
+        log.append(lines.get()[1])
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        sys.stderr.write("".join(log[-40:]))
+    return records, rusage.ru_maxrss / 1024, wall, code
+
+
+def first_time_reaching(records: list[dict], threshold: float) -> float | None:
+    for r in records:
+        if r["test_accuracy"] >= threshold:
+            return r["t"]
+    return None
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of `rows` restricted to `columns`."""
+    def fmt(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if v < 1 else f"{v:.1f}"
+        return str(v)
+
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(out)

@@ -1,0 +1,87 @@
+"""fashion_jax against the tutorial's Keras code, side by side on this machine, in one run.
+
+Alternates the runs (Keras, ours, Keras, ours, ...), each in a fresh process, and reports per system:
+steady epoch time at batch 64 (median of epochs 2..N, training only), images/s, wall seconds from
+launch (imports, data, compilation included) until the test accuracy first reaches 0.90 and 0.92,
+final test accuracy and peak resident memory; then our/Keras ratios. Appends to results.jsonl.
+
+  python benchmarks/vs_keras.py                 # base and fast recipes vs Keras, 10 epochs each
+  python benchmarks/vs_keras.py --epochs 3 --recipes base
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, first_time_reaching, record, run_timed, table  # noqa: E402
+
+COLUMNS = ["system", "epochs", "epoch_s", "images_per_s", "to_0.90_s", "to_0.92_s", "final_test_accuracy",
+           "peak_rss_mb"]
+
+
+def summarize(name, records, rss, batch, n_train=60000):
+    epoch_times = [r["epoch_seconds"] for r in records[1:]] or [r["epoch_seconds"] for r in records]
+    epoch_s = statistics.median(epoch_times) if epoch_times else None
+    steps = n_train // batch if name.startswith("fashion_jax") else -(-n_train // batch)
+    return {"system": name, "epochs": len(records), "epoch_s": epoch_s,
+            "images_per_s": steps * batch / epoch_s if epoch_s else None,
+            "to_0.90_s": first_time_reaching(records, 0.90), "to_0.92_s": first_time_reaching(records, 0.92),
+            "final_test_accuracy": records[-1]["test_accuracy"] if records else None, "peak_rss_mb": rss}
+
+
+def run_keras(epochs):
+    records, rss, _, code = run_timed([sys.executable, "benchmarks/keras_peer.py", "--epochs", str(epochs)])
+    assert code == 0, "keras run failed"
+    return summarize("keras (tutorial)", records, rss, 64)
+
+
+def run_ours(recipe, epochs):
+    config = ROOT / "experiments" / recipe / "config.py"
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) / recipe
+        cmd = [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), "--config", str(config),
+               "--config.progress_bar=false"]
+        if epochs:
+            cmd.append(f"--config.num_epochs={epochs}")
+        records, rss, _, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl")
+        assert code == 0, f"fashion_jax {recipe} failed"
+        import json
+
+        batch = json.loads((workdir / "config.json").read_text())["batch_size"]
+    return summarize(f"fashion_jax {recipe}", records, rss, batch)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=10, help="epochs for Keras and the base recipe")
+    parser.add_argument("--recipes", default="base,fast")
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    rows = []
+    for _ in range(args.rounds):
+        rows.append(run_keras(args.epochs))
+        print(table(rows[-1:], COLUMNS), flush=True)
+        for recipe in args.recipes.split(","):
+            rows.append(run_ours(recipe, args.epochs if recipe == "base" else 0))
+            print(table(rows[-1:], COLUMNS), flush=True)
+    keras = [r for r in rows if r["system"].startswith("keras")]
+    ratios = []
+    for r in rows:
+        if r in keras:
+            continue
+        k = keras[0]
+        ratio = {"system": r["system"] + " / keras"}
+        for col in ("epoch_s", "to_0.90_s", "to_0.92_s", "peak_rss_mb"):
+            ratio[col] = r[col] / k[col] if r.get(col) and k.get(col) else None
+        ratios.append(ratio)
+    print("\n" + table(rows, COLUMNS))
+    print("\nratios (ours / keras; < 1 means ours is faster or smaller):")
+    print(table(ratios, ["system", "epoch_s", "to_0.90_s", "to_0.92_s", "peak_rss_mb"]))
+    record("vs_keras", rows, {"ratios": ratios, "args": vars(args)})
+
+
+if __name__ == "__main__":
+    main()
