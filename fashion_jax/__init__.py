@@ -5,10 +5,37 @@ Research code imports the pure pieces and composes them with its own jit, loop o
     from fashion_jax import SeedCNN, create_train_state, train_step, eval_step
 """
 
-from fashion_jax.config import get_config
-from fashion_jax.data import CLASS_NAMES
-from fashion_jax.models import SeedCNN, get_model
-from fashion_jax.steps import TrainState, create_train_state, eval_step, normalize, train_step
+import os as _os
+
+
+def _set_cpu_xla_flags() -> None:
+    """Route XLA:CPU convolutions to Eigen, keeping YNNPACK for dots: 2.7x faster training here.
+
+    jaxlib 0.10 sends convolutions, reductions and elementwise ops to YNNPACK by default, which is
+    much slower for this network (benchmarks/NOTES.md). Only set for the jaxlib versions where it
+    was measured (an unknown flag aborts XLA), only if the user has not chosen a value, and only
+    effective when fashion_jax is imported before JAX starts its backend. Opt out with
+    FASHION_JAX_KEEP_XLA_FLAGS=1. Affects CPU devices only.
+    """
+    flags = _os.environ.get("XLA_FLAGS", "")
+    if _os.environ.get("FASHION_JAX_KEEP_XLA_FLAGS") or "xla_cpu_experimental_ynn_fusion_type" in flags:
+        return
+    try:
+        from importlib.metadata import version
+
+        if not version("jaxlib").startswith("0.10."):
+            return
+    except Exception:
+        return
+    _os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_experimental_ynn_fusion_type=individual_dot".strip()
+
+
+_set_cpu_xla_flags()
+
+from fashion_jax.config import get_config  # noqa: E402
+from fashion_jax.data import CLASS_NAMES  # noqa: E402
+from fashion_jax.models import SeedCNN, get_model  # noqa: E402
+from fashion_jax.steps import TrainState, create_train_state, eval_step, normalize, train_step  # noqa: E402
 
 __all__ = [
     "CLASS_NAMES",

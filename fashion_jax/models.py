@@ -7,25 +7,89 @@ models are selected by name through `get_model(config)`.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     """2x2 max pooling, stride 2, VALID (odd edges dropped, as Keras' MaxPooling2D).
 
-    Written as reshape + max rather than `nn.max_pool`: the same numbers, but its gradient is a
-    cheap compare-and-select where `lax.reduce_window`'s is a select-and-scatter, the slowest op
-    of this network on XLA's CPU backend (benchmarks/NOTES.md).
+    The max of four strided views rather than `nn.max_pool`: the same values, but the gradient
+    is a few selects, where `lax.reduce_window`'s is a select-and-scatter and `.max(axis=...)`'s
+    adds a tie-counting reduction, the two slowest ops of this network on XLA's CPU backend
+    (benchmarks/NOTES.md). At exact ties the gradient goes to one input instead of being split.
 
     x: float[B, H, W, C] -> float[B, H // 2, W // 2, C].
     """
     b, h, w, c = x.shape
-    x = x[:, : h // 2 * 2, : w // 2 * 2, :]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(b, h // 2, 2, w // 2, 2, c)
+    return jnp.maximum(jnp.maximum(x[:, :, 0, :, 0], x[:, :, 0, :, 1]),
+                       jnp.maximum(x[:, :, 1, :, 0], x[:, :, 1, :, 1]))
+
+
+def _conv_valid(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def conv_valid(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """VALID stride-1 convolution, x: float[B, H, W, Cin], w: float[kh, kw, Cin, Cout].
+
+    Same values and gradients as `lax.conv_general_dilated`; the backward pass is written as two
+    plain forward convolutions, which XLA's CPU backend runs through its fast library kernels even
+    inside a `lax.fori_loop`/`scan` body (autodiff's own transposed convolutions fall back to slow
+    loops there: benchmarks/NOTES.md).
+    """
+    return _conv_valid(x, w)
+
+
+def _conv_valid_fwd(x, w):
+    return _conv_valid(x, w), (x, w)
+
+
+def _conv_valid_bwd(residuals, dy):
+    x, w = residuals
+    kh, kw = w.shape[:2]
+    dy_padded = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+    dx = _conv_valid(dy_padded, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+    dw = _conv_valid(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)).transpose(1, 2, 0, 3)
+    return dx, dw
+
+
+conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
+
+
+def conv_valid_im2col(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+    """VALID stride-1 convolution as patches @ kernel: fastest when Cin is 1 (the patches are small)."""
+    kh, kw, cin, cout = w.shape
+    b, h, wd, _ = x.shape
+    oh, ow = h - kh + 1, wd - kw + 1
+    patches = jnp.concatenate([x[:, i:i + oh, j:j + ow, :] for i in range(kh) for j in range(kw)], axis=-1)
+    return jnp.dot(patches.reshape(-1, kh * kw * cin), w.reshape(kh * kw * cin, cout)).reshape(b, oh, ow, cout)
+
+
+class _ConvParams(nn.Module):
+    """The parameters of `nn.Conv(features, (3, 3))` (kernel [3, 3, Cin, features], bias), unapplied."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, cin: int):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return kernel, bias
 
 
 class SeedCNN(nn.Module):
-    """The tutorial's network: Conv64-ReLU-Pool, Conv64-ReLU-Pool, Dense64 (linear), Dense10."""
+    """The tutorial's network: Conv64-ReLU-Pool, Conv64-ReLU-Pool, Dense64 (linear), Dense10.
+
+    Parameters and outputs are those of the plain Linen version
+    (`nn.Conv(64, (3, 3), padding="VALID")` -> relu -> 2x2 max pool, twice, then two `nn.Dense`;
+    tests check both), computed in an order that is 3x faster on CPU (benchmarks/NOTES.md):
+    pooling comes before the bias and ReLU (max commutes with both), and the second convolution
+    only computes the 10x10 outputs that its pooling keeps.
+    """
 
     num_classes: int = 10
 
@@ -33,10 +97,27 @@ class SeedCNN(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
         del train  # No dropout or batch norm: kept for a uniform model signature.
-        x = max_pool_2x2(nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x)))
-        x = max_pool_2x2(nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x)))
+        kernel, bias = _ConvParams(64, name="Conv_0")(x.shape[-1])
+        x = nn.relu(max_pool_2x2(conv_valid_im2col(x, kernel)) + bias)  # [B, 13, 13, 64]
+        kernel, bias = _ConvParams(64, name="Conv_1")(x.shape[-1])
+        x = nn.relu(max_pool_2x2(conv_valid(x[:, :12, :12, :], kernel)) + bias)  # [B, 5, 5, 64]
         x = x.reshape(x.shape[0], -1)
-        x = nn.Dense(64)(x)  # No activation, as in the tutorial.
+        x = nn.Dense(64, name="Dense_0")(x)  # No activation, as in the tutorial.
+        return nn.Dense(self.num_classes, name="Dense_1")(x)
+
+
+class PlainSeedCNN(nn.Module):
+    """SeedCNN written the obvious way (nn.Conv, nn.max_pool): the reference `SeedCNN` must match."""
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        del train
+        pool = lambda y: nn.max_pool(y, (2, 2), (2, 2), padding="VALID")
+        x = pool(nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x)))
+        x = pool(nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x)))
+        x = nn.Dense(64)(x.reshape(x.shape[0], -1))
         return nn.Dense(self.num_classes)(x)
 
 
@@ -83,7 +164,7 @@ class ResNetSmall(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-MODELS = {"seed_cnn": SeedCNN, "resnet_small": ResNetSmall}
+MODELS = {"seed_cnn": SeedCNN, "plain_seed_cnn": PlainSeedCNN, "resnet_small": ResNetSmall}
 
 
 def get_model(name: str, num_classes: int = 10) -> nn.Module:
