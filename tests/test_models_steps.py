@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fashion_jax import SeedCNN, create_train_state, eval_step, get_config, train_step
-from fashion_jax.models import PlainSeedCNN, conv_valid, conv_valid_im2col, max_pool_2x2
+from fashion_jax import SeedCNN, create_train_state, eval_step, get_config, get_model, train_step
+from fashion_jax.models import MODELS, PlainSeedCNN, conv_valid, conv_valid_im2col, max_pool_2x2
 from fashion_jax.steps import cross_entropy
 
 
@@ -23,6 +23,15 @@ def test_seed_cnn_has_the_keras_parameter_count_and_shapes():
     assert shapes["Dense_1"]["kernel"] == (64, 10)
     logits = SeedCNN().apply({"params": params}, jnp.zeros((5, 28, 28, 1)))
     assert logits.shape == (5, 10) and logits.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_maps_images_to_logits(name):
+    model = get_model(name)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    logits = model.apply(variables, jnp.zeros((3, 28, 28, 1)))
+    assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+    assert sum(x.size for x in jax.tree.leaves(variables["params"])) < 1_000_000
 
 
 @pytest.mark.parametrize("hw", [(26, 26), (11, 11), (4, 7)])
