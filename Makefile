@@ -32,7 +32,9 @@ test: install data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install data
+	$(BIN)/python benchmarks/step_speed.py
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/vs_keras.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

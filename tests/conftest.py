@@ -57,12 +57,27 @@ def tiny_tfds(tmp_path_factory, tiny_idx) -> Path:
     return data_dir
 
 
+def runner_args(idx_dir, tfds_dir, **overrides) -> list[str]:
+    """`--config.KEY=VALUE` flags for a short run on the tiny dataset (20 steps per epoch)."""
+    values = {"data_dir": tfds_dir, "idx_dir": idx_dir, "download": "false", "num_epochs": 2, "batch_size": 32,
+              "log_every_steps": 5, "checkpoint_every_steps": 10, "eval_batch_size": 100,
+              "progress_bar": "false", **overrides}
+    return [f"--config.{key}={value}" for key, value in values.items()]
+
+
 @pytest.fixture
 def tiny_args(tiny_idx, tiny_tfds):
     """Runner overrides that point at the tiny dataset and keep runs short."""
-    return [f"--config.data_dir={tiny_tfds}", f"--config.idx_dir={tiny_idx}", "--config.download=false",
-            "--config.num_epochs=2", "--config.batch_size=32", "--config.log_every_steps=5",
-            "--config.checkpoint_every_steps=10", "--config.eval_batch_size=100"]
+    return runner_args(tiny_idx, tiny_tfds)
+
+
+def assert_clean_error(proc, *fragments):
+    """A user error: exit status 2, one `error: ...` message with `fragments`, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: ") or "\nerror: " in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, (fragment, proc.stderr)
 
 
 def run_module(module: str, *args, env: dict | None = None, timeout: float = 600, check: bool = False):

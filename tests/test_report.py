@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import run_module
+from conftest import assert_clean_error, run_module, runner_args
 
 PNGS = ("curves.png", "confusion_matrix.png", "per_class_accuracy.png", "samples.png")
 TEST_N = 200  # conftest.write_idx's default test split.
@@ -22,19 +22,9 @@ def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", raw[16:24])
 
 
-def assert_clean_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith("error: ") or "\nerror: " in proc.stderr, proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr, (fragment, proc.stderr)
-
-
 @pytest.fixture(scope="module")
 def module_args(tiny_idx, tiny_tfds):
-    return [f"--config.data_dir={tiny_tfds}", f"--config.idx_dir={tiny_idx}", "--config.download=false",
-            "--config.num_epochs=2", "--config.batch_size=32", "--config.log_every_steps=5",
-            "--config.checkpoint_every_steps=10", "--config.eval_batch_size=100", "--config.progress_bar=false"]
+    return runner_args(tiny_idx, tiny_tfds)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_module
+from conftest import assert_clean_error, run_module
 
 
 @pytest.mark.slow
@@ -52,13 +52,6 @@ def tensorboard_scalars(folder):
                 if value.HasField("simple_value"):
                     tags.setdefault(value.tag, []).append(event.step)
     return tags
-
-
-def assert_clean_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    for fragment in fragments:
-        assert fragment in proc.stderr, (fragment, proc.stderr)
 
 
 def test_unknown_key_and_bad_values_exit_cleanly(tmp_path):
