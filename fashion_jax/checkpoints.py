@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from fashion_jax.errors import CheckpointError
@@ -41,16 +42,22 @@ class Checkpoints:
             ocm.BestN(get_metric_fn=lambda m: m[VALIDATION_METRIC], reverse=False, n=1,
                       keep_checkpoints_without_metrics=False),
         ])
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(
-                preservation_policy=policy,
-                enable_async_checkpointing=True,
-                create=not read_only,
-                cleanup_tmp_directories=not read_only,
-                read_only=read_only,
-            ),
-        )
+        verbosity = absl_logging.get_verbosity()
+        if read_only:  # Orbax warns about what read-only mode disables; that is the point here.
+            absl_logging.set_verbosity(absl_logging.ERROR)
+        try:
+            self.manager = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(
+                    preservation_policy=policy,
+                    enable_async_checkpointing=True,
+                    create=not read_only,
+                    cleanup_tmp_directories=not read_only,
+                    read_only=read_only,
+                ),
+            )
+        finally:
+            absl_logging.set_verbosity(verbosity)
 
     def save(self, step: int, state, meta: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Starts an asynchronous save of `state` at `step` (collective on every process)."""
