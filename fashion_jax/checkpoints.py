@@ -27,6 +27,12 @@ from fashion_jax.errors import CheckpointError
 VALIDATION_METRIC = "validation_accuracy"
 
 
+def abstract_like(init_fn, key, sharding) -> Any:
+    """Shapes and dtypes of `init_fn(key)` (nothing computed), placed on `sharding`: a restore target."""
+    shapes = jax.eval_shape(init_fn, key)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
 class Checkpoints:
     """A thin wrapper of `ocp.CheckpointManager` with our retention, validity and meta rules."""
 

@@ -37,8 +37,7 @@ def load_trained(workdir: str | Path):
     repl = sharding.replicated(mesh)
     # Shapes only: the schedule length does not change the optimizer state's structure.
     init = functools.partial(steps.create_train_state, config=config, total_steps=1 << 20)
-    abstract = jax.eval_shape(init, jax.random.key(0))
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
+    abstract = checkpoints.abstract_like(init, jax.random.key(0), repl)
     if not (workdir / "checkpoints").is_dir():
         raise CheckpointError(f"{workdir} has no checkpoints yet: train first.")
     structure = config_lib.state_structure(config)

@@ -324,8 +324,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     init_key, step_key, data_key = jax.random.split(root, 3)
     init = jax.jit(functools.partial(steps.create_train_state, config=config, total_steps=total_steps),
                    out_shardings=repl)
-    abstract_state = jax.eval_shape(init, init_key)
-    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract_state)
+    abstract_state = checkpoints.abstract_like(init, init_key, repl)
 
     structure = config_lib.state_structure(config)
     ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure)
