@@ -401,8 +401,19 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
             print(f"Training {config.model} on {len(train.labels)} examples, {steps_per_epoch} steps/epoch, "
                   f"{config.num_epochs} epochs, global batch {batch_size} over {mesh.devices.size} "
                   f"device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es).", flush=True)
-        multi_process = jax.process_count() > 1
         with StopFlag() as stop:
+
+            def stop_requested(sync_point: bool) -> bool:
+                """Whether to save and exit now. Several processes must agree (they save together),
+                so they compare their flags at sync points (log steps, epoch ends) only."""
+                if jax.process_count() == 1:
+                    return bool(stop.signum)
+                if not sync_point:
+                    return False
+                from jax.experimental import multihost_utils
+
+                return bool(np.any(multihost_utils.process_allgather(np.int32(stop.signum))))
+
             step = start_step
             for epoch in range(start_step // steps_per_epoch, config.num_epochs):
                 perm = epoch_perm(epoch)
@@ -435,13 +446,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
                         t_window, images_window = time.perf_counter(), 0
                     if bar is not None:
                         bar.update(1)
-                    stop_now = bool(stop.signum)
-                    if multi_process and (step % config.log_every_steps == 0 or end_of_epoch):
-                        from jax.experimental import multihost_utils
-                        stop_now = bool(np.any(multihost_utils.process_allgather(np.int32(stop.signum))))
-                    elif multi_process:
-                        stop_now = False
-                    if stop_now and not end_of_epoch:
+                    if not end_of_epoch and stop_requested(step % config.log_every_steps == 0):
                         save(step, epoch)
                         ckpt.wait()
                         raise Preempted(stop.signum or signal.SIGTERM, step)
@@ -467,9 +472,9 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
                 best = ({checkpoints.VALIDATION_METRIC: results["validation"]["accuracy"]}
                         if "validation" in results else None)
                 save(step, epoch + 1, best)
-                if stop.signum:
+                if stop_requested(True):
                     ckpt.wait()
-                    raise Preempted(stop.signum, step)
+                    raise Preempted(stop.signum or signal.SIGTERM, step)
         ckpt.wait()
     finally:
         ckpt.close()
