@@ -35,7 +35,15 @@ _set_cpu_xla_flags()
 from fashion_jax.config import get_config  # noqa: E402
 from fashion_jax.data import CLASS_NAMES  # noqa: E402
 from fashion_jax.models import SeedCNN, get_model  # noqa: E402
-from fashion_jax.steps import TrainState, create_train_state, eval_step, normalize, train_step  # noqa: E402
+from fashion_jax.steps import (  # noqa: E402
+    TrainState,
+    create_train_state,
+    eval_step,
+    normalize,
+    predict_logits,
+    train_step,
+)
+from fashion_jax.workdir import load_trained  # noqa: E402
 
 __all__ = [
     "CLASS_NAMES",
@@ -45,6 +53,8 @@ __all__ = [
     "eval_step",
     "get_config",
     "get_model",
+    "load_trained",
     "normalize",
+    "predict_logits",
     "train_step",
 ]

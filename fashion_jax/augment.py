@@ -6,6 +6,8 @@ example from one key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -54,11 +56,32 @@ def random_erasing(images: jnp.ndarray, key: jax.Array, probability: float,
     return jnp.where(mask, noise, images)
 
 
+# The registry: config key -> (is it on?, the augmentation given the key's value). Applied in this
+# order. To add an augmentation, write its function above, add its config key (with an "off"
+# default) in config.py, and add one entry here.
+AUGMENTATIONS = {
+    "augment_crop_padding": (lambda v: v > 0, lambda v: lambda x, k: random_crop(x, k, v)),
+    "augment_flip": (bool, lambda v: random_flip),
+    "augment_erasing": (lambda v: v > 0, lambda v: lambda x, k: random_erasing(x, k, v)),
+}
+
+Augmentation = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]
+
+
+def from_config(config) -> tuple[Augmentation, ...]:
+    """The augmentations `config` turns on, in registry order: functions (images, key) -> images."""
+    return tuple(make(config[key]) for key, (on, make) in AUGMENTATIONS.items() if on(config[key]))
+
+
+def apply(images: jnp.ndarray, key: jax.Array, augmentations: tuple[Augmentation, ...]) -> jnp.ndarray:
+    """Applies each augmentation with its own key derived from `key`. float32[B, H, W, C] -> same."""
+    for i, fn in enumerate(augmentations):
+        images = fn(images, jax.random.fold_in(key, i))
+    return images
+
+
 def augment(images: jnp.ndarray, key: jax.Array, crop_padding: int = 0, flip: bool = False,
             erasing: float = 0.0) -> jnp.ndarray:
     """Crop, then flip, then erase, each only when enabled. float32[B, H, W, C] -> same."""
-    k_crop, k_flip, k_erase = jax.random.split(key, 3)
-    images = random_crop(images, k_crop, crop_padding)
-    if flip:
-        images = random_flip(images, k_flip)
-    return random_erasing(images, k_erase, erasing)
+    config = {"augment_crop_padding": crop_padding, "augment_flip": flip, "augment_erasing": erasing}
+    return apply(images, key, from_config(config))

@@ -1,13 +1,16 @@
 """Orbax checkpoints: save asynchronously, keep the latest K and the best, restore the newest valid.
 
 Layout: `WORKDIR/checkpoints/<step>/{state,meta}`. `state` is the whole TrainState pytree (params,
-optimizer state, step); `meta` is JSON: the epoch, the validation metric if any, and the config
-keys that fix the state's structure. Everything else a resumed run needs (the epoch, the position
-in it, the per-step keys, the batch order) is derived from the step and the config.
+optimizer state, batch-norm statistics, EMA, step); `meta` is JSON: the loop's own state (metric
+sums, training seconds), the config keys that fix the state's structure, and a digest of every
+array of `state`. Everything else a resumed run needs (the epoch, the position in it, the
+per-step keys, the batch order) is derived from the step and the config.
 
-A checkpoint that cannot be read (truncated, deleted or garbage files, a save killed midway) is
-reported, moved aside to `WORKDIR/checkpoints_invalid/` (never deleted), and the next older one
-is tried.
+Integrity: the digest (two position-weighted 32-bit sums per array, computed on the device at save
+time) is checked after every restore, and the restored state must be finite. A checkpoint that
+fails that check or cannot be read at all (truncated, flipped, deleted or garbage files, a save
+killed midway) is reported, moved aside to `WORKDIR/checkpoints_invalid/` (never deleted), and the
+next older one is tried.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers as ocm
@@ -25,6 +30,36 @@ from orbax.checkpoint import checkpoint_managers as ocm
 from fashion_jax.errors import CheckpointError
 
 VALIDATION_METRIC = "validation_accuracy"
+
+
+@jax.jit
+def digest(tree) -> jax.Array:
+    """uint32[leaves, 2]: per array, the wrapping sums of its 32-bit words w_i and of w_i * m_i,
+    with m_i a per-position odd multiplier, so any changed word (a flipped bit) or a swap of two
+    words changes the digest. Arrays of other widths are first cast to float32."""
+    out = []
+    for x in jax.tree.leaves(tree):
+        x = jnp.asarray(x)
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        if x.dtype.itemsize != 4:
+            x = x.astype(jnp.float32)
+        w = jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+        m = jnp.arange(w.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+        out.append(jnp.stack([w.sum(dtype=jnp.uint32), (w * m).sum(dtype=jnp.uint32)]))
+    return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
+
+
+def _host(x: jax.Array) -> np.ndarray:
+    """This process' copy of a replicated array (works on several processes too)."""
+    return np.asarray(x.addressable_data(0))
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """bool[]: whether every floating-point array in `tree` holds only finite values."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
 def abstract_like(init_fn, key, sharding) -> Any:
@@ -67,7 +102,7 @@ class Checkpoints:
 
     def save(self, step: int, state, meta: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Starts an asynchronous save of `state` at `step` (collective on every process)."""
-        meta = {**meta, "structure": self.structure}
+        meta = {**meta, "structure": self.structure, "digest": _host(digest(state)).tolist()}
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -127,6 +162,10 @@ class Checkpoints:
                 state = restored["state"]
                 if int(state.step) != step:
                     raise ValueError(f"state.step is {int(state.step)}")
+                if "digest" in meta and _host(digest(state)).tolist() != meta["digest"]:
+                    raise ValueError("its arrays do not match the digest written with them (damaged files)")
+                if not bool(_host(all_finite(state))):
+                    raise ValueError("it holds NaN or inf")
             except Exception as e:
                 self._set_aside(step, f"state: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
                 continue

@@ -12,6 +12,7 @@ import difflib
 import importlib.util
 import json
 import math
+import traceback
 from pathlib import Path
 
 import ml_collections
@@ -27,9 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_epochs = 10
     c.batch_size = 64  # Global batch, split over all devices.
     c.learning_rate = 1e-3  # Peak learning rate when a schedule is used.
-    c.optimizer = "adam"  # "adam" or "adamw" (decoupled weight decay).
-    c.weight_decay = 0.0  # AdamW only.
-    c.schedule = "constant"  # "constant", "cosine" (warm-up then cosine to 0) or "onecycle".
+    c.optimizer = "adam"  # "adam", "adamw" (decoupled weight decay) or "sgd" (see optimizers.py).
+    c.weight_decay = 0.0  # AdamW: decoupled; SGD: L2 added to the gradient.
+    c.momentum = 0.9  # SGD only (0: plain SGD).
+    c.nesterov = True  # SGD only.
+    c.schedule = "constant"  # "constant", "cosine", "onecycle" or "linear" (see optimizers.py).
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0
     c.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the parameters.
@@ -39,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.augment_erasing = 0.0  # Probability of random erasing (0: off).
     c.tta_flip = False  # Evaluate on each image and its mirror image, averaged.
     c.seed = 0
+    c.compute_dtype = "float32"  # "bfloat16": mixed precision (params and optimizer stay float32).
     # Data.
     c.data_dir = ""  # tfds data dir; "" means tfds' default (~/tensorflow_datasets).
     c.idx_dir = ""  # IDX .gz folder for the offline build; "" means $FASHION_JAX_IDX_DIR or Debian's.
@@ -51,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 500  # Also saved at every epoch end.
     c.keep_checkpoints = 3  # The latest K are kept, and the best by validation accuracy.
     c.progress_bar = True
+    c.steps_per_call = 0  # Train steps per device dispatch; 0: 1 on CPU, 100 on GPU/TPU.
     # Several hosts (jax.distributed). Empty/negative values mean auto-detect (TPU, SLURM).
     c.distributed = False
     c.coordinator_address = ""
@@ -60,6 +65,35 @@ def get_config() -> ml_collections.ConfigDict:
     return c
 
 
+# Keys that may differ when a run is continued: they change how the run is watched, saved, fed or
+# evaluated, not what is trained. Every other key is part of the run's identity (see check_resume).
+RESUMABLE_KEYS = frozenset({
+    "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "progress_bar",
+    "eval_batch_size", "data_dir", "idx_dir", "download", "distributed", "coordinator_address",
+    "num_processes", "process_id", "distributed_timeout_seconds", "steps_per_call",
+})
+
+
+def check_resume(previous, config, workdir="the workdir") -> None:
+    """Raises CheckpointError unless `config` may continue a run started with `previous`.
+
+    Only RESUMABLE_KEYS may change (e.g. more epochs, another log interval); a change to anything
+    that defines the training (model, optimizer, data, seed, augmentation, ...) is refused with
+    the keys named, since the checkpoint would silently mix two recipes.
+    """
+    from fashion_jax.errors import CheckpointError
+
+    changed = [f"{k}: {previous[k]!r} -> {config[k]!r}" for k in sorted(config.keys())
+               if k not in RESUMABLE_KEYS and k in previous and previous[k] != config[k]]
+    if changed:
+        raise CheckpointError(
+            f"{workdir} holds a run started with other values of {'; '.join(changed)}. Those keys define "
+            "the training and cannot change on resume (only "
+            f"{', '.join(sorted(k for k in RESUMABLE_KEYS if not k.startswith(('coord', 'num_proc', 'process', 'distributed'))))} can). "
+            "Use another --workdir, or pass --restart to start afresh (the old outputs are moved to a "
+            "backup folder, not deleted).")
+
+
 def state_structure(config) -> dict:
     """What fixes the train state's structure: a checkpoint made under one of these cannot be
     restored under another (other keys, like num_epochs or learning_rate, may change on resume)."""
@@ -67,12 +101,11 @@ def state_structure(config) -> dict:
             "schedule": config.schedule != "constant", "ema": config.ema_decay > 0}
 
 
-_CHOICES = {"optimizer": ("adam", "adamw"), "schedule": ("constant", "cosine", "onecycle")}
+_CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine", "onecycle", "linear"),
+            "compute_dtype": ("float32", "bfloat16")}
 
 _RANGES = {
     # key: (predicate, description)
-    "num_epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "learning_rate": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "max_train_examples": (lambda v: v >= 0, "an integer >= 0 (0 means all)"),
     "validation_examples": (lambda v: v >= 0, "an integer >= 0 (0 means none)"),
@@ -89,6 +122,11 @@ _RANGES = {
     "num_processes": (lambda v: v >= 0, "an integer >= 0 (0: auto-detect)"),
     "process_id": (lambda v: v >= -1, "an integer >= -1 (-1: auto-detect)"),
     "distributed_timeout_seconds": (lambda v: v >= 1, "an integer >= 1"),
+    "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "steps_per_call": (lambda v: 0 <= v <= 100_000, "an integer in 0..100000 (0: by platform)"),
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in 0..2**32-1"),
+    "batch_size": (lambda v: 1 <= v <= 1 << 20, "an integer in 1..1048576"),
+    "num_epochs": (lambda v: 1 <= v <= 100_000, "an integer in 1..100000"),
 }
 
 
@@ -128,19 +166,35 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
 
 
 def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
-    """Runs `get_config()` from an experiment file and checks it kept to the schema's keys and types."""
+    """Runs `get_config()` from an experiment file and checks it kept to the schema's keys and types.
+
+    Any failure of the file itself (syntax error, a failed import, an exception in get_config, a
+    result that is not a config) is a ConfigError naming the file and the line, not a traceback.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
     spec = importlib.util.spec_from_file_location(f"fashion_jax_experiment_{path.parent.name}", path)
     module = importlib.util.module_from_spec(spec)
+    hint = ("An experiment's get_config() starts from fashion_jax.config.get_config() and only "
+            "changes its values.")
     try:
         spec.loader.exec_module(module)
+        if not callable(getattr(module, "get_config", None)):
+            raise ConfigError(f"{path} defines no get_config(). {hint}")
         loaded = module.get_config()
-    except (AttributeError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path}: {type(e).__name__}: {e}. An experiment's get_config() starts from "
-                          "fashion_jax.config.get_config() and only changes its values.") from None
-    return check_schema(loaded, source=str(path))
+    except ConfigError:
+        raise
+    except SyntaxError as e:
+        raise ConfigError(f"{path}, line {e.lineno}: syntax error: {e.msg}.") from None
+    except Exception as e:  # The user's code: report where it failed, in one line.
+        tb = traceback.extract_tb(e.__traceback__)
+        line = next((f", line {f.lineno}" for f in reversed(tb) if Path(f.filename) == path), "")
+        raise ConfigError(f"{path}{line}: {type(e).__name__}: {e}. {hint}") from None
+    if not isinstance(loaded, (ml_collections.ConfigDict, dict)):
+        raise ConfigError(f"{path}: get_config() returned {type(loaded).__name__}, not a config. {hint}")
+    return check_schema(ml_collections.ConfigDict(loaded) if isinstance(loaded, dict) else loaded,
+                        source=str(path))
 
 
 def check_schema(loaded: ml_collections.ConfigDict, source: str = "config") -> ml_collections.ConfigDict:

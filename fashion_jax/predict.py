@@ -12,50 +12,24 @@ light-on-dark, the object scaled to fit 28x28 and centred. It prints the top-3 c
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import sys
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 
-from fashion_jax import checkpoints, config as config_lib, data, sharding, steps
-from fashion_jax.errors import CheckpointError, DataError, UserError
-
-
-def load_trained(workdir: str | Path):
-    """(config, state) from a workdir's config.json and newest valid checkpoint, on one device."""
-    workdir = Path(workdir)
-    saved = workdir / "config.json"
-    if not saved.is_file():
-        raise CheckpointError(f"{workdir} has no config.json: train first with "
-                              f"`python -m fashion_jax.run --workdir {workdir}`.")
-    config = config_lib.check_schema(ml_collections.ConfigDict(json.loads(saved.read_text())), source=str(saved))
-    mesh = sharding.make_mesh()
-    repl = sharding.replicated(mesh)
-    # Shapes only: the schedule length does not change the optimizer state's structure.
-    init = functools.partial(steps.create_train_state, config=config, total_steps=1 << 20)
-    abstract = checkpoints.abstract_like(init, jax.random.key(0), repl)
-    if not (workdir / "checkpoints").is_dir():
-        raise CheckpointError(f"{workdir} has no checkpoints yet: train first.")
-    structure = config_lib.state_structure(config)
-    ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, structure, read_only=True)
-    try:
-        restored = ckpt.restore_latest(abstract)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise CheckpointError(f"{workdir}/checkpoints holds no readable checkpoint: train first.")
-    return config, restored[0]
+from fashion_jax import data
+from fashion_jax import workdir as workdir_lib
+from fashion_jax.errors import DataError, UserError
+from fashion_jax.workdir import load_trained  # noqa: F401 (its historical home)
 
 
 def probabilities(state, images: np.ndarray, config=None) -> np.ndarray:
-    """images uint8[B, 28, 28, 1] -> class probabilities float32[B, 10] (with flip TTA if the config says)."""
-    tta = bool(config is not None and config.tta_flip)
-    logits = jax.jit(steps.predict_logits, static_argnums=2)(state, images, tta)
-    return np.asarray(jax.nn.softmax(logits))
+    """images uint8[B, 28, 28, 1] -> class probabilities float32[B, 10] (the runner's inference path)."""
+    from fashion_jax import evaluate
+
+    logits = evaluate.predict_logits(state, images, config)
+    return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
 def load_image_file(path: str | Path) -> np.ndarray:
@@ -121,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         args.index = [0]
     try:
         config, state = load_trained(args.workdir)
-        out_dir = Path(args.workdir) / "predictions"
+        out_dir = Path(args.workdir) / workdir_lib.PREDICTIONS
         out_dir.mkdir(exist_ok=True)
         if args.index:
             test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]

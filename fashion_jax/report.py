@@ -31,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from fashion_jax import metrics, plots
+from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import UserError
 
-PLOTS_DIR = "plots"
-REPORT_FILE = "report.md"
+PLOTS_DIR = workdir_lib.PLOTS
+REPORT_FILE = workdir_lib.REPORT
 DEFAULT_COMPARISON = "comparison.png"
 PREDICT_BATCH = 1000
 NUM_SAMPLES = 36
@@ -45,25 +47,6 @@ class ReportError(UserError):
 
 
 # ----------------------------------------------------------------------------- reading a workdir
-
-
-def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
-    """The records of `WORKDIR/metrics.jsonl` ([] if absent), skipping lines cut short by a kill.
-
-    A record repeated for the same (type, step) keeps its last copy; records are sorted by step.
-    """
-    path = Path(workdir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    records: dict[tuple[str, int], dict[str, Any]] = {}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and record.get("type") in ("train", "eval") and "step" in record:
-            records[(record["type"], int(record["step"]))] = record
-    return sorted(records.values(), key=lambda r: (r["step"], r["type"] == "eval"))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -93,152 +76,11 @@ def _num(value, fmt: str = "{:.4f}") -> str:
     return fmt.format(value)
 
 
-# ----------------------------------------------------------------------------- figures
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure drawn with the Agg canvas (no pyplot, no global backend change)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def plot_curves(records: list[dict[str, Any]], path: str | Path) -> Path | None:
-    """Draws loss (left) and accuracy (right) against the epoch into `path`; None if no records.
-
-    Train per log step (thin line), train per epoch, test and, when present, validation per epoch.
-    """
-    train = [r for r in records if r["type"] == "train"]
-    evals = [r for r in records if r["type"] == "eval"]
-    if not train and not evals:
-        return None
-    fig = _figure(11, 4.2)
-    axes = fig.subplots(1, 2)
-    for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
-        pts = [(r["epoch"], r[metric]) for r in train if metric in r]
-        if pts:
-            ax.plot(*zip(*pts), color="tab:blue", alpha=0.45, linewidth=1, label="train (per log step)")
-        for split, color, marker in (("train", "tab:blue", "o"), ("test", "tab:red", "s"),
-                                     ("validation", "tab:green", "^")):
-            pts = [(r["epoch"], r[f"{split}_{metric}"]) for r in evals if f"{split}_{metric}" in r]
-            if pts:
-                ax.plot(*zip(*pts), color=color, marker=marker, label=f"{split} (per epoch)")
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    return _save(fig, Path(path))
-
-
-def plot_confusion_matrix(matrix: np.ndarray, class_names, path: str | Path) -> Path:
-    """Draws the counts `matrix[true, predicted]` with class names into `path`."""
-    matrix = np.asarray(matrix)
-    fig = _figure(8, 7)
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    total = int(matrix.sum())
-    correct = int(np.trace(matrix))
-    ax.set_title(f"Confusion matrix: {correct}/{total} correct" + (f" ({correct / total:.2%})" if total else ""))
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
-        if count:
-            ax.text(j, i, str(int(count)), ha="center", va="center", fontsize=7,
-                    color="white" if count > threshold else "black")
-    return _save(fig, Path(path))
-
-
-def plot_per_class_accuracy(matrix: np.ndarray, class_names, path: str | Path) -> Path:
-    """Draws each class's test accuracy (diagonal / row sum of `matrix`) as bars into `path`."""
-    matrix = np.asarray(matrix)
-    totals = matrix.sum(axis=1)
-    accuracy = np.divide(np.diag(matrix), totals, out=np.zeros(len(totals)), where=totals > 0)
-    fig = _figure(9, 4.5)
-    ax = fig.subplots()
-    bars = ax.bar(np.arange(len(class_names)), accuracy, color="tab:blue")
-    ax.set_xticks(np.arange(len(class_names)), class_names, rotation=45, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("test accuracy")
-    overall = np.trace(matrix) / matrix.sum() if matrix.sum() else float("nan")
-    if math.isfinite(overall):
-        ax.axhline(overall, color="tab:red", linestyle="--", linewidth=1, label=f"overall {overall:.2%}")
-        ax.legend(fontsize=8, loc="lower right")
-    for bar, acc, n in zip(bars, accuracy, totals):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01,
-                f"{acc:.1%}" if n else "n/a", ha="center", va="bottom", fontsize=7)
-    ax.set_title("Per-class test accuracy")
-    return _save(fig, Path(path))
-
-
-def plot_samples(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, class_names,
-                 path: str | Path) -> Path:
-    """Draws `images` uint8[N, 28, 28, 1] in a grid titled "predicted / true"; mistakes in red."""
-    n = len(images)
-    cols = min(6, max(n, 1))
-    rows = max(1, -(-n // cols))
-    fig = _figure(1.9 * cols, 2.0 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, image, true, pred in zip(axes, images, labels, predictions):
-        wrong = int(pred) != int(true)
-        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{class_names[int(pred)]}\n({class_names[int(true)]})", fontsize=7,
-                     color="red" if wrong else "black")
-        if wrong:
-            for spine in ax.spines.values():
-                spine.set_visible(True)
-                spine.set_edgecolor("red")
-                spine.set_linewidth(2)
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("First test images (IDX order): predicted (true); mistakes in red", fontsize=9)
-    return _save(fig, Path(path))
-
-
-# ----------------------------------------------------------------------------- predictions
-
-
 def predict_classes(state, images: np.ndarray, config=None, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Predicted classes int32[N] for uint8 `images` [N, 28, 28, 1], in padded batches of `batch_size`.
+    """Predicted classes int32[N] for uint8 `images` [N, 28, 28, 1] (the runner's inference path)."""
+    from fashion_jax import evaluate
 
-    One jitted function of a fixed batch shape, so it compiles once; uses the config's flip TTA
-    like the runner's evaluation.
-    """
-    import jax
-
-    from fashion_jax import steps
-
-    n = len(images)
-    if n == 0:
-        return np.zeros((0,), np.int32)
-    bs = min(batch_size, n)
-    tta = bool(config is not None and config.get("tta_flip", False))
-    fn = jax.jit(lambda s, x: steps.predict_logits(s, x, tta).argmax(-1))
-    out = np.empty((n,), np.int32)
-    for start in range(0, n, bs):
-        chunk = images[start: start + bs]
-        if len(chunk) < bs:
-            chunk = np.concatenate([chunk, np.zeros((bs - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        out[start: start + bs] = np.asarray(fn(state, chunk))[: min(bs, n - start)]
-    return out
+    return evaluate.predict_logits(state, images, config, batch_size).argmax(-1).astype(np.int32)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int = 10) -> np.ndarray:
@@ -305,26 +147,22 @@ def write_report(workdir: str | Path) -> list[Path]:
     _check_workdir(workdir)
     has_metrics = (workdir / "metrics.jsonl").is_file()
     has_checkpoints = (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").iterdir())
-    if not (workdir / "config.json").is_file():
-        from fashion_jax.errors import CheckpointError
-
-        raise CheckpointError(f"{workdir} has no config.json: it holds no run. Train first with "
-                              f"`python -m fashion_jax.run --workdir {workdir}`.")
+    workdir_lib.load_config(workdir)  # The one "no run here" error, before anything is written.
     if not has_metrics and not has_checkpoints:
         raise ReportError(f"{workdir} has neither metrics.jsonl nor a checkpoint: nothing to report yet. "
                           f"Train first with `python -m fashion_jax.run --workdir {workdir}`.")
-    plots = workdir / PLOTS_DIR
-    plots.mkdir(exist_ok=True)
+    plot_dir = workdir / PLOTS_DIR
+    plot_dir.mkdir(exist_ok=True)
     config_json = _read_json(workdir / "config.json")
     summary = _read_json(workdir / "summary.json")
-    records = read_metrics(workdir)
+    records = metrics.read(workdir)
     written: list[Path] = []
     notes: list[str] = []
     if summary is None:
         notes.append("No summary.json: the run has not finished (or crashed). The numbers come from "
                      "metrics.jsonl and the newest checkpoint.")
 
-    curves = plot_curves(records, plots / "curves.png")
+    curves = plots.plot_curves(records, plot_dir / "curves.png")
     if curves:
         written.append(curves)
     else:
@@ -336,9 +174,7 @@ def write_report(workdir: str | Path) -> list[Path]:
                      f"`python -m fashion_jax.report --workdir {workdir}` on one process to add them.")
     else:
         try:
-            from fashion_jax import predict
-
-            config, state = predict.load_trained(workdir)
+            config, state = workdir_lib.load_trained(workdir)
             test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
             predictions = predict_classes(state, test.images, config)
         except UserError as e:
@@ -346,15 +182,15 @@ def write_report(workdir: str | Path) -> list[Path]:
             print(f"report: test-set figures skipped: {e}", file=sys.stderr, flush=True)
         else:
             matrix = confusion_matrix(test.labels, predictions, data.NUM_CLASSES)
-            json_path = plots / "confusion_matrix.json"
+            json_path = plot_dir / "confusion_matrix.json"
             json_path.write_text(json.dumps(matrix.tolist()) + "\n")
-            written.append(plot_confusion_matrix(matrix, data.CLASS_NAMES, plots / "confusion_matrix.png"))
+            written.append(plots.plot_confusion_matrix(matrix, data.CLASS_NAMES, plot_dir / "confusion_matrix.png"))
             written.append(json_path)
-            per_class = plot_per_class_accuracy(matrix, data.CLASS_NAMES, plots / "per_class_accuracy.png")
+            per_class = plots.plot_per_class_accuracy(matrix, data.CLASS_NAMES, plot_dir / "per_class_accuracy.png")
             written.append(per_class)
             k = min(NUM_SAMPLES, len(test.labels))
-            samples = plot_samples(test.images[:k], test.labels[:k], predictions[:k], data.CLASS_NAMES,
-                                   plots / "samples.png")
+            samples = plots.plot_samples(test.images[:k], test.labels[:k], predictions[:k], data.CLASS_NAMES,
+                                   plot_dir / "samples.png")
             written.append(samples)
             step = int(state.step)
             notes.append(f"Test-set figures: predictions of the checkpoint at step {step} on all "
@@ -398,7 +234,7 @@ def _multi_process() -> bool:
 
 
 def _run_row(workdir: Path, name: str) -> dict[str, Any]:
-    records = read_metrics(workdir)
+    records = metrics.read(workdir)
     evals = [r for r in records if r["type"] == "eval" and "test_accuracy" in r]
     summary = _read_json(workdir / "summary.json")
     if summary and summary.get("train_seconds") is not None:
@@ -453,19 +289,7 @@ def compare(workdirs, output: str | Path = DEFAULT_COMPARISON) -> str:
     if not workdirs:
         raise ReportError("--compare needs at least one workdir.")
     rows = compare_rows(workdirs)
-    fig = _figure(11, 4.2)
-    axes = fig.subplots(1, 2)
-    for row in rows:
-        epochs = [r["epoch"] for r in row["evals"]]
-        axes[0].plot(epochs, [r["test_accuracy"] for r in row["evals"]], marker="o", label=row["workdir"])
-        axes[1].plot(epochs, [r.get("test_loss", float("nan")) for r in row["evals"]], marker="o",
-                     label=row["workdir"])
-    for ax, title in zip(axes, ("Test accuracy", "Test loss")):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    _save(fig, Path(output))
+    plots.plot_comparison(rows, output)
     return format_table(rows)
 
 

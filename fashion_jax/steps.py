@@ -18,20 +18,21 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from fashion_jax import augment
+from fashion_jax import augment, optimizers
 from fashion_jax.models import get_model
+from fashion_jax.optimizers import learning_rate_schedule, make_optimizer  # noqa: F401 (re-exported)
 
 
 class TrainState(train_state.TrainState):
     """Flax's TrainState (step, params, opt_state, apply_fn, tx) plus what stronger recipes need.
 
     batch_stats: batch-norm running statistics ({} for models without batch norm).
-    ema_params: exponential moving average of params used for evaluation, or None when off.
-    ema_decay: the EMA decay (static; 0 means no EMA).
+    ema: {"params", "batch_stats"}, exponential moving averages used for evaluation, or None.
+    ema_decay: the EMA's decay (static; 0 means no EMA).
     """
 
     batch_stats: Any = flax.struct.field(default_factory=dict)
-    ema_params: Any = None
+    ema: Any = None
     ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
 
 
@@ -42,43 +43,38 @@ def normalize(images: jnp.ndarray) -> jnp.ndarray:
     return images.astype(jnp.float32)
 
 
-def learning_rate_schedule(config, total_steps: int | None = None) -> optax.Schedule | float:
-    """The config's schedule: "constant", "cosine" (linear warm-up, cosine decay to 0) or "onecycle"."""
-    if config.schedule == "constant":
-        return config.learning_rate
-    if not total_steps:
-        raise ValueError(f"schedule '{config.schedule}' needs total_steps")
-    warmup = int(round(config.warmup_epochs / config.num_epochs * total_steps))
-    if config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total_steps, end_value=0.0)
-    if config.schedule == "onecycle":
-        return optax.cosine_onecycle_schedule(total_steps, config.learning_rate,
-                                              pct_start=max(warmup, 1) / total_steps)
-    raise ValueError(f"unknown schedule {config.schedule!r}")
-
-
-def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:
-    """Adam (the tutorial's) or AdamW with `weight_decay`, on the config's learning-rate schedule."""
-    lr = learning_rate_schedule(config, total_steps)
-    if config.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=config.weight_decay)
-    return optax.adam(lr)
-
-
 def create_train_state(rng: jax.Array, config, total_steps: int | None = None) -> TrainState:
     """Initializes the model named by `config.model`, its optimizer and (if `ema_decay` > 0) its EMA.
 
     rng: a PRNG key. config: a `fashion_jax.config.get_config()`-shaped config. total_steps: the
-    run's length, needed by the "cosine" and "onecycle" schedules. Returns a TrainState at step 0.
+    run's length, needed by schedules other than "constant". Parameters, optimizer state and
+    batch-norm statistics are float32 whatever `config.compute_dtype` is. Returns a TrainState at step 0.
     """
-    model = get_model(config.model)
+    model = get_model(config.model, dtype=jnp.dtype(config.get("compute_dtype", "float32")))
     variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    params = variables["params"]
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    ema = {"params": params, "batch_stats": batch_stats} if config.ema_decay > 0 else None
     return TrainState.create(
-        apply_fn=model.apply, params=params, tx=make_optimizer(config, total_steps),
-        batch_stats=variables.get("batch_stats", {}),
-        ema_params=jax.tree.map(jnp.copy, params) if config.ema_decay > 0 else None,
-        ema_decay=float(config.ema_decay))
+        apply_fn=model.apply, params=params, tx=optimizers.make_optimizer(config, total_steps),
+        batch_stats=batch_stats, ema=jax.tree.map(jnp.copy, ema), ema_decay=float(config.ema_decay))
+
+
+def ema_decay_at(decay: float, step: jnp.ndarray) -> jnp.ndarray:
+    """The EMA decay used after `step` updates: min(decay, (1 + step) / (10 + step)).
+
+    The warm-up (TensorFlow's `ExponentialMovingAverage(num_updates=...)`) keeps the average close
+    to the live weights early on, so the EMA is usable from the first evaluation instead of
+    lagging behind the random initialization for ~1/(1 - decay) steps.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(state: TrainState) -> TrainState:
+    """Moves `state.ema` (parameters and batch-norm statistics) toward the live ones."""
+    d = ema_decay_at(state.ema_decay, state.step)
+    live = {"params": state.params, "batch_stats": state.batch_stats}
+    return state.replace(ema=jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema, live))
 
 
 def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0) -> jnp.ndarray:
@@ -92,47 +88,50 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: flo
 
 def train_options(config) -> dict[str, Any]:
     """The keyword options of `train_step` that a config sets."""
-    return {"label_smoothing": config.label_smoothing, "crop_padding": config.augment_crop_padding,
-            "flip": config.augment_flip, "erasing": config.augment_erasing}
+    return {"label_smoothing": config.label_smoothing, "augmentations": augment.from_config(config)}
 
 
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], rng: jax.Array | None = None, *,
-               label_smoothing: float = 0.0, crop_padding: int = 0, flip: bool = False, erasing: float = 0.0
-               ) -> tuple[TrainState, dict[str, Any]]:
+               label_smoothing: float = 0.0, augmentations: tuple = ()) -> tuple[TrainState, dict[str, Any]]:
     """One optimizer step on the mean cross-entropy of `batch`.
 
-    rng: a PRNG key for this step's augmentation (the runner passes `fold_in(key, state.step)`);
-    needed only when an augmentation is on. Batch-norm statistics and the parameter EMA (when the
-    state has them) are updated too. Returns the new state and metrics {"loss": float32[],
-    "accuracy": float32[]}, means over the batch, computed from the logits before the update.
+    rng: a PRNG key for this step (the runner passes `fold_in(key, state.step)`), split into the
+    augmentation key and the `"dropout"` key of `apply`; needed only when a model uses randomness
+    or `augmentations` (functions (images, key) -> images, see `augment.from_config`) is not empty.
+    Batch-norm statistics and the EMA (when the state has one) are updated too. Returns the new
+    state and metrics {"loss": float32[], "accuracy": float32[]}, means over the batch, computed
+    from the logits before the update.
     """
     images = normalize(batch["image"])
-    if crop_padding or flip or erasing:
-        images = augment.augment(images, rng, crop_padding, flip, erasing)
+    rngs = {}
+    if rng is not None:
+        aug_key, dropout_key = jax.random.split(rng)
+        images = augment.apply(images, aug_key, augmentations)
+        rngs = {"dropout": dropout_key}
+    elif augmentations:
+        raise ValueError("train_step: augmentations need an rng key")
 
     def loss_fn(params):
         logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
-                                         train=True, mutable=["batch_stats"])
+                                         train=True, mutable=["batch_stats"], rngs=rngs)
         loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
         return loss, (logits, updates.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    if state.ema_params is not None:
-        d = state.ema_decay
-        state = state.replace(ema_params=jax.tree.map(lambda e, p: d * e + (1 - d) * p,
-                                                      state.ema_params, state.params))
+    if state.ema is not None:
+        state = update_ema(state)
     accuracy = (logits.argmax(-1) == batch["label"]).mean()
     return state, {"loss": loss, "accuracy": accuracy}
 
 
 def predict_logits(state: TrainState, images: jnp.ndarray, tta_flip: bool = False) -> jnp.ndarray:
-    """Evaluation-mode logits float32[B, 10] (EMA params if the state has them; running BN statistics).
+    """Evaluation-mode logits float32[B, 10]: the EMA if the state has one, running BN statistics.
 
     tta_flip: average the log-probabilities of each image and its mirror image.
     """
-    params = state.ema_params if state.ema_params is not None else state.params
-    apply = lambda x: state.apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=False)
+    variables = state.ema if state.ema is not None else {"params": state.params, "batch_stats": state.batch_stats}
+    apply = lambda x: state.apply_fn(variables, x, train=False)
     x = normalize(images)
     if not tta_flip:
         return apply(x)

@@ -8,7 +8,14 @@ import pytest
 
 from fashion_jax import augment, get_config
 from fashion_jax.models import ResNetSmall
-from fashion_jax.steps import create_train_state, cross_entropy, eval_step, learning_rate_schedule, train_step
+from fashion_jax.steps import (
+    create_train_state,
+    cross_entropy,
+    ema_decay_at,
+    eval_step,
+    learning_rate_schedule,
+    train_step,
+)
 
 
 def config(**overrides):
@@ -88,20 +95,43 @@ def test_batch_norm_statistics_update_in_training_and_not_in_evaluation():
     assert np.isfinite(float(trained))
 
 
-def test_ema_follows_its_formula():
+def test_ema_follows_its_warmed_up_formula_for_params_and_batch_norm_statistics():
     d = 0.9
-    state = create_train_state(jax.random.key(0), config(ema_decay=d))
+    state = create_train_state(jax.random.key(0), config(model="resnet_small", ema_decay=d))
     batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
-    ema0 = jax.tree.map(np.asarray, state.ema_params)
+    ema0 = jax.tree.map(np.asarray, state.ema)
     s1, _ = train_step(state, batch)
     s2, _ = train_step(s1, batch)
-    expected1 = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema0, s1.params)
-    expected2 = jax.tree.map(lambda e, p: d * e + (1 - d) * p, expected1, s2.params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s2.ema_params, expected2)
-    # Evaluation uses the EMA parameters.
-    swapped = s2.replace(params=s2.ema_params, ema_params=None)
+    decay = lambda t: min(d, (1 + t) / (10 + t))  # t: updates so far, after this one.
+    live = lambda s: {"params": s.params, "batch_stats": s.batch_stats}
+    expected1 = jax.tree.map(lambda e, p: decay(1) * e + (1 - decay(1)) * p, ema0, live(s1))
+    expected2 = jax.tree.map(lambda e, p: decay(2) * e + (1 - decay(2)) * p, expected1, live(s2))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s2.ema, expected2)
+    assert float(ema_decay_at(d, 10_000)) == pytest.approx(d)
+    # Evaluation uses the EMA parameters and the EMA batch-norm statistics.
+    swapped = s2.replace(params=s2.ema["params"], batch_stats=s2.ema["batch_stats"], ema=None)
     np.testing.assert_allclose(float(eval_step(s2, batch)["loss_sum"]), float(eval_step(swapped, batch)["loss_sum"]),
                                rtol=1e-6)
+
+
+def test_ema_evaluation_is_close_to_the_live_one_early_in_a_run():
+    """With decay 0.999 and no warm-up, an EMA 100 steps in is ~90% the random initialization."""
+    c = config(model="resnet_small", ema_decay=0.999, learning_rate=3e-3)
+    state = create_train_state(jax.random.key(0), c)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 256).astype(np.int32)
+    imgs = rng.integers(0, 40, (256, 28, 28, 1)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        imgs[i, 2 * k + 3: 2 * k + 7, 4:24] = 220
+    step = jax.jit(train_step)
+    for i in range(60):
+        sl = slice((i % 8) * 32, (i % 8) * 32 + 32)
+        state, _ = step(state, {"image": imgs[sl], "label": labels[sl]})
+    batch = {"image": jnp.asarray(imgs), "label": jnp.asarray(labels)}
+    ema = eval_step(state, batch)
+    live = eval_step(state.replace(ema=None), batch)
+    assert int(live["correct"]) > 128  # The live model has learned the task...
+    assert int(ema["correct"]) >= int(live["correct"]) - 26  # ...and the EMA is within 10 points of it.
 
 
 def test_schedules_follow_their_formulas():
@@ -145,7 +175,8 @@ def test_flip_tta_equals_plain_evaluation_on_mirror_symmetric_images():
 def test_augmented_training_step_needs_and_uses_the_key():
     state = create_train_state(jax.random.key(0), config())
     batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
-    opts = dict(crop_padding=2, flip=True, erasing=0.5)
+    opts = dict(augmentations=augment.from_config(
+        {"augment_crop_padding": 2, "augment_flip": True, "augment_erasing": 0.5}))
     a, _ = train_step(state, batch, jax.random.key(1), **opts)
     b, _ = train_step(state, batch, jax.random.key(1), **opts)
     c, _ = train_step(state, batch, jax.random.key(2), **opts)

@@ -1,0 +1,90 @@
+"""Metric records of a run: written as JSON lines and TensorBoard events, read back in one place.
+
+`metrics.jsonl` holds one record per line: {"type": "train", "step", "epoch", "loss", "accuracy",
+"images_per_second"} at log steps and {"type": "eval", "step", "epoch", "train_loss",
+"train_accuracy", "<split>_loss", "<split>_accuracy", "epoch_seconds"} at epoch ends. It is the
+source of truth (reports and plots read it); TensorBoard events mirror it.
+
+We keep this small writer rather than `clu.metric_writers`: a resumed run must first drop the
+records past its checkpoint (from both the JSON lines and TensorBoard, via `purge_step`) so every
+step appears once, and clu writes no JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fashion_jax import config as config_lib
+from fashion_jax.workdir import METRICS, TENSORBOARD
+
+
+def read(workdir: str | Path) -> list[dict[str, Any]]:
+    """The records of `WORKDIR/metrics.jsonl` ([] if absent), sorted by step (train before eval).
+
+    Lines cut short by a kill, or not records, are skipped; a record repeated for the same
+    (type, step) keeps its last copy.
+    """
+    path = Path(workdir) / METRICS
+    if not path.is_file():
+        return []
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if (isinstance(record, dict) and record.get("type") in ("train", "eval")
+                and isinstance(record.get("step"), int)):
+            records[(record["type"], record["step"])] = record
+    return sorted(records.values(), key=lambda r: (r["step"], r["type"] == "eval"))
+
+
+class Writer:
+    """Writes records on the main process only (`enabled`): JSON lines and TensorBoard events."""
+
+    def __init__(self, workdir: Path, enabled: bool):
+        self.path, self.enabled = Path(workdir) / METRICS, enabled
+        self.tb_dir = Path(workdir) / TENSORBOARD
+        self.tb = None
+
+    def start(self, step: int, config) -> None:
+        """Drops the records past `step` (the checkpoint a run resumes from) and opens TensorBoard."""
+        if not self.enabled:
+            return
+        if self.path.exists():
+            kept = [json.dumps(r) + "\n" for r in read(self.path.parent) if r["step"] <= step]
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(kept))
+            tmp.replace(self.path)
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.tb_dir), purge_step=step + 1 if step else None, flush_secs=30)
+        if not step:
+            self.tb.add_text("config", "```\n" + config_lib.to_json(config) + "\n```", 0)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Appends `record` (with "type" and "step") to both outputs."""
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key not in ("type", "step", "epoch") and isinstance(value, (int, float)):
+                    self.tb.add_scalar(f"{record['type']}/{key}", value, record["step"])
+
+    def finish(self, config, summary: dict[str, Any]) -> None:
+        """Records the hyper-parameters with the final test numbers, then closes."""
+        if self.tb is None:
+            return
+        hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (bool, int, float, str))}
+        final = {f"hparam/{k}": summary[k] for k in ("test_accuracy", "test_loss") if summary.get(k) is not None}
+        self.tb.add_hparams(hparams, final, name="hparams")
+        self.close()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None

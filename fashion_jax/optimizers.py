@@ -1,0 +1,51 @@
+"""Optimizers and learning-rate schedules, by name. Pure: configs in, Optax objects out.
+
+To add an optimizer, add a builder `(config, learning_rate) -> optax.GradientTransformation` to
+`OPTIMIZERS` (and its name to the choices in config.py); to add a schedule, add a builder
+`(config, total_steps, warmup_steps) -> optax.Schedule` to `SCHEDULES`.
+"""
+
+from __future__ import annotations
+
+import optax
+
+
+def _sgd(config, lr):
+    return optax.chain(optax.add_decayed_weights(config.weight_decay) if config.weight_decay else optax.identity(),
+                       optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov))
+
+
+OPTIMIZERS = {
+    "adam": lambda config, lr: optax.adam(lr),  # The tutorial's.
+    "adamw": lambda config, lr: optax.adamw(lr, weight_decay=config.weight_decay),
+    # SGD with (Nesterov) momentum; weight_decay is L2 added to the gradient, as in most SGD recipes.
+    "sgd": _sgd,
+}
+
+SCHEDULES = {
+    # Linear warm-up from 0, then cosine decay to 0.
+    "cosine": lambda c, total, warmup: optax.warmup_cosine_decay_schedule(
+        0.0, c.learning_rate, warmup, total, end_value=0.0),
+    # Cosine up from lr/25 over the warm-up, then cosine down to ~0 (Smith's one-cycle).
+    "onecycle": lambda c, total, warmup: optax.cosine_onecycle_schedule(
+        total, c.learning_rate, pct_start=max(warmup, 1) / total),
+    # Linear up from 0 over the warm-up, then linear down to 0 (airbench's triangular schedule).
+    "linear": lambda c, total, warmup: optax.join_schedules(
+        [optax.linear_schedule(0.0, c.learning_rate, max(warmup, 1)),
+         optax.linear_schedule(c.learning_rate, 0.0, max(total - warmup, 1))], [max(warmup, 1)]),
+}
+
+
+def learning_rate_schedule(config, total_steps: int | None = None) -> optax.Schedule | float:
+    """The config's learning rate: a float for "constant", else a schedule over `total_steps`."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    if not total_steps:
+        raise ValueError(f"schedule '{config.schedule}' needs total_steps")
+    warmup = int(round(config.warmup_epochs / config.num_epochs * total_steps))
+    return SCHEDULES[config.schedule](config, total_steps, warmup)
+
+
+def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:
+    """`config.optimizer` on the config's learning-rate schedule."""
+    return OPTIMIZERS[config.optimizer](config, learning_rate_schedule(config, total_steps))
