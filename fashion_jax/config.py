@@ -74,6 +74,9 @@ RESUMABLE_KEYS = frozenset({
 })
 
 
+_DISTRIBUTED = ("coordinator", "num_processes", "process_id", "distributed")
+
+
 def check_resume(previous, config, workdir="the workdir") -> None:
     """Raises CheckpointError unless `config` may continue a run started with `previous`.
 
@@ -87,9 +90,9 @@ def check_resume(previous, config, workdir="the workdir") -> None:
                if k not in RESUMABLE_KEYS and k in previous and previous[k] != config[k]]
     if changed:
         raise CheckpointError(
-            f"{workdir} holds a run started with other values of {'; '.join(changed)}. Those keys define "
-            "the training and cannot change on resume (only "
-            f"{', '.join(sorted(k for k in RESUMABLE_KEYS if not k.startswith(('coord', 'num_proc', 'process', 'distributed'))))} can). "
+            f"{workdir} holds a run started with other values of {'; '.join(changed)}: its checkpoints "
+            "cannot be resumed with this config, since those keys define the training (only "
+            f"{', '.join(sorted(k for k in RESUMABLE_KEYS if not k.startswith(_DISTRIBUTED)))} may change). "
             "Use another --workdir, or pass --restart to start afresh (the old outputs are moved to a "
             "backup folder, not deleted).")
 
@@ -226,6 +229,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key, (ok, wanted) in _RANGES.items():
         if not ok(config[key]):
             raise ConfigError(f"{key} = {config[key]!r} is out of range; it must be {wanted}.")
+    if config.num_processes and config.process_id >= config.num_processes:
+        raise ConfigError(f"process_id = {config.process_id} must be below num_processes = {config.num_processes} "
+                          "(processes are numbered 0..num_processes-1).")
+    address = config.coordinator_address
+    if address and not (address.rpartition(":")[0] and address.rpartition(":")[2].isdigit()
+                        and 0 < int(address.rpartition(":")[2]) < 65536):
+        raise ConfigError(f"coordinator_address = {address!r} must be HOST:PORT, e.g. 10.0.0.1:1234.")
     if config.warmup_epochs > config.num_epochs:
         raise ConfigError(f"warmup_epochs = {config.warmup_epochs} is longer than num_epochs = {config.num_epochs}.")
     return config

@@ -44,6 +44,8 @@ def load_image_file(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             grey = np.asarray(im.convert("L"), dtype=np.float32)
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{path} is too large to open safely ({e}). Give a smaller image.") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(f"{path} is not an image this tool can read ({type(e).__name__}); "
                         "give a PNG or JPEG file.") from None
@@ -65,6 +67,16 @@ def load_image_file(path: str | Path) -> np.ndarray:
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
     out[top: top + small.shape[0], left: left + small.shape[1]] = small
     return out[..., None]
+
+
+def check_output(path: Path) -> None:
+    """Raises UserError unless `path` is a .png file name in an existing folder."""
+    if path.suffix.lower() != ".png":
+        raise UserError(f"--output {path} must end in .png.")
+    if not path.parent.is_dir():
+        raise UserError(f"--output {path}: the folder {path.parent} does not exist. Create it first.")
+    if path.is_dir():
+        raise UserError(f"--output {path} is a folder; give a file name ending in .png.")
 
 
 def save_figure(image: np.ndarray, title: str, path: Path) -> None:
@@ -94,9 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.index and not args.images:
         args.index = [0]
     try:
+        if args.output is not None:
+            check_output(Path(args.output))
         config, state = load_trained(args.workdir)
         out_dir = Path(args.workdir) / workdir_lib.PREDICTIONS
-        out_dir.mkdir(exist_ok=True)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"{out_dir} is a file, but predictions are written into a folder there. "
+                            "Move it away, or pass --output FILE.PNG.")
         if args.index:
             test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
             for i in args.index:
@@ -109,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 line = (f"test image {i}: predicted {data.CLASS_NAMES[pred]} (p={p[pred]:.3f}), "
                         f"true {data.CLASS_NAMES[true]}")
                 path = Path(args.output) if args.output and len(args.index) == 1 else out_dir / f"test_{i}.png"
+                out_dir.mkdir(exist_ok=True)
                 save_figure(test.images[i], f"predicted: {data.CLASS_NAMES[pred]} ({p[pred]:.1%})\n"
                                             f"true: {data.CLASS_NAMES[true]}", path)
                 print(f"{line} -> {path}")
@@ -119,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 top = np.argsort(p)[::-1][:3]
                 ranked = ", ".join(f"{data.CLASS_NAMES[k]} {p[k]:.3f}" for k in top)
                 path = out_dir / f"{Path(file).stem}.png"
+                out_dir.mkdir(exist_ok=True)
                 save_figure(image, f"{Path(file).name}\npredicted: {data.CLASS_NAMES[top[0]]} "
                                    f"({p[top[0]]:.1%})", path)
                 print(f"{file}: {ranked} -> {path}")

@@ -152,6 +152,9 @@ def write_report(workdir: str | Path) -> list[Path]:
         raise ReportError(f"{workdir} has neither metrics.jsonl nor a checkpoint: nothing to report yet. "
                           f"Train first with `python -m fashion_jax.run --workdir {workdir}`.")
     plot_dir = workdir / PLOTS_DIR
+    if plot_dir.exists() and not plot_dir.is_dir():
+        raise ReportError(f"{plot_dir} is a file, but the report writes its figures into a folder there. "
+                          "Move it away and rerun.")
     plot_dir.mkdir(exist_ok=True)
     config_json = _read_json(workdir / "config.json")
     summary = _read_json(workdir / "summary.json")

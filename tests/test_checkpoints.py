@@ -131,7 +131,25 @@ def _big_file(step_dir):
     return max(files, key=lambda p: p.stat().st_size)
 
 
+def _flip(path, offset_fraction=0.5, count=64, bit=None):
+    raw = bytearray(path.read_bytes())
+    at = int(len(raw) * offset_fraction)
+    if bit is not None:
+        raw[at] ^= 1 << bit
+    else:
+        for i in range(at, min(at + count, len(raw))):
+            raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _array_file(step_dir):
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and "/d/" in str(p)]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
 DAMAGES = {
+    "64 flipped bytes in an array file": lambda d: _flip(_array_file(d)),
+    "one flipped bit in an array file": lambda d: _flip(_array_file(d), 0.6, bit=3),
     "truncated file": lambda d: os.truncate(_big_file(d), _big_file(d).stat().st_size // 2),
     "deleted array": lambda d: shutil.rmtree(d / "state" / "ocdbt.process_0"),
     "garbage bytes": lambda d: _big_file(d).write_bytes(os.urandom(_big_file(d).stat().st_size)),
