@@ -189,7 +189,7 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
     except ConfigError:
         raise
     except SyntaxError as e:
-        raise ConfigError(f"{path}, line {e.lineno}: syntax error: {e.msg}.") from None
+        raise ConfigError(f"{path}, line {e.lineno}: {e.msg} (a SyntaxError in the experiment file).") from None
     except Exception as e:  # The user's code: report where it failed, in one line.
         tb = traceback.extract_tb(e.__traceback__)
         line = next((f", line {f.lineno}" for f in reversed(tb) if Path(f.filename) == path), "")

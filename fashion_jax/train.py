@@ -282,8 +282,6 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     workdir_lib.create(workdir)
     with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():
         workdir_lib.check_previous(workdir, config, restart, is_main)
-        if is_main:
-            (workdir / workdir_lib.CONFIG_JSON).write_text(config_lib.to_json(config) + "\n")
         splits = load_splits(config)
         steps_per_epoch = len(splits["train"].labels) // config.batch_size
         if steps_per_epoch == 0:
@@ -291,7 +289,10 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
                               f"{len(splits['train'].labels)} training examples.")
         run = Run(config, workdir, mesh, splits, steps_per_epoch * config.num_epochs)
         try:
-            state, loop = _train(run)
+            state, loop = run.restore_or_init()
+            if is_main:  # Only once the config is known to work with the data and the checkpoint.
+                (workdir / workdir_lib.CONFIG_JSON).write_text(config_lib.to_json(config) + "\n")
+            state, loop = _train(run, state, loop)
         finally:
             run.ckpt.close()
         summary = make_summary(run, state, loop)
@@ -302,10 +303,9 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     return summary
 
 
-def _train(run: Run):
-    """The epochs, from wherever the restored state stands. Returns the final (state, loop)."""
+def _train(run: Run, state, loop: LoopState):
+    """The epochs, from wherever `state` stands. Returns the final (state, loop)."""
     config, spe = run.config, run.steps_per_epoch
-    state, loop = run.restore_or_init()
     step = int(state.step)
     run.writer.start(step, config)
     window = new_window(run.mesh, loop)
