@@ -17,16 +17,8 @@ from fashion_jax import sharding
 from fashion_jax.errors import ConfigError, UserError
 from fashion_jax.preemption import Preempted
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
-    """Splits argv into known flags and `--config.KEY=VALUE` overrides."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fashion_jax.run",
-        description="Train and evaluate a Fashion-MNIST classifier in WORKDIR (resumes if it holds a run).",
-        epilog="Override any config value with --config.KEY=VALUE, e.g. --config.num_epochs=2.")
-    parser.add_argument("--workdir", required=True, help="output folder; WORKDIR/config.py is the config if present")
-    parser.add_argument("--config", default=None, help="experiment config file (default: WORKDIR/config.py)")
-    parser.add_argument("--restart", action="store_true",
-                        help="start afresh: move the workdir's previous outputs into a backup folder first")
+def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Separates `--config.KEY=VALUE` (or `--config.KEY VALUE`) overrides from the other flags."""
     overrides: dict[str, str] = {}
     rest = []
     args_iter = iter(argv)
@@ -40,8 +32,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
             overrides[key] = value
         else:
             rest.append(arg)
-    args = parser.parse_args(rest)
-    return args, overrides
+    return rest, overrides
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    """Splits argv into known flags and `--config.KEY=VALUE` overrides."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fashion_jax.run",
+        description="Train and evaluate a Fashion-MNIST classifier in WORKDIR (resumes if it holds a run).",
+        epilog="Override any config value with --config.KEY=VALUE, e.g. --config.num_epochs=2.")
+    parser.add_argument("--workdir", required=True, help="output folder; WORKDIR/config.py is the config if present")
+    parser.add_argument("--config", default=None, help="experiment config file (default: WORKDIR/config.py)")
+    parser.add_argument("--restart", action="store_true",
+                        help="start afresh: move the workdir's previous outputs into a backup folder first")
+    rest, overrides = split_overrides(argv)
+    return parser.parse_args(rest), overrides
 
 
 def resolve_config(workdir: str, config_file: str | None, overrides: dict[str, str]):

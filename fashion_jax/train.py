@@ -131,6 +131,25 @@ def new_window(mesh, loop: LoopState):
                            "first_bad_step": jnp.int32(-1)}, sharding.replicated(mesh))
 
 
+def _flops(compiled) -> float | None:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def model_costs(config, compiled_train_step) -> dict[str, Any]:
+    """{"params": count, "forward_flops": per image (eval mode), "train_step_flops": per step of
+    the global batch}, FLOPs from XLA's cost analysis of the compiled programs."""
+    state = jax.eval_shape(functools.partial(steps.create_train_state, config=config, total_steps=1),
+                           jax.random.key(0))
+    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8)
+    forward = jax.jit(steps.predict_logits).lower(state, x).compile()
+    return {"params": int(sum(p.size for p in jax.tree.leaves(state.params))),
+            "forward_flops": _flops(forward), "train_step_flops": _flops(compiled_train_step)}
+
+
 def chunk_length(step: int, epoch_end: int, config, k: int) -> int:
     """Steps until the next boundary: the epoch's end, a log step or a checkpoint step, at most k."""
     nxt = [epoch_end, step + k, (step // config.log_every_steps + 1) * config.log_every_steps]
@@ -164,7 +183,12 @@ class Run:
             jax.random.fold_in(data_key, epoch), n_train), out_shardings=repl)
         self.images = sharding.put_replicated(splits["train"].images, mesh)
         self.labels = sharding.put_replicated(splits["train"].labels, mesh)
-        self.train_chunk = make_train_chunk(config, mesh, config.batch_size, self.step_key, self.k)
+        # Compiled ahead of time, so XLA's cost analysis of the very program that runs gives the
+        # FLOPs of a train step (the loop body, for k > 1) without a second compilation.
+        self.train_chunk = make_train_chunk(config, mesh, config.batch_size, self.step_key, self.k).lower(
+            self.abstract_state, new_window(mesh, LoopState()), self.images, self.labels,
+            jax.ShapeDtypeStruct((n_train,), jnp.int32, sharding=repl), 0, 1).compile()
+        self.costs = model_costs(config, self.train_chunk)
         self.evaluators = {name: Evaluator(s.images, s.labels, config.eval_batch_size, mesh, repl, config.tta_flip)
                            for name, s in splits.items() if name != "train"}
         self.ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, config_lib.state_structure(config))
@@ -207,9 +231,11 @@ class Run:
         print(f"Resuming from the checkpoint at step {step} in {self.ckpt.directory}.", flush=True)
         return state, LoopState.from_meta(meta)
 
-    def log(self, window, loop: LoopState, step: int, images: int, seconds: float, bar) -> None:
-        """Closes the metric window at `step`: one "train" record, the progress bar's numbers."""
+    def log(self, window, loop: LoopState, step: int, images: int, since: float, bar) -> None:
+        """Closes the metric window at `step` (started at perf_counter `since`): one "train" record,
+        the progress bar's numbers. Waits for the window's steps to finish first."""
         self.fetch_window(window, loop, step)
+        seconds = time.perf_counter() - since
         loss, accuracy = loop.close_window()
         ips = images / max(seconds, 1e-9)
         loop.train_seconds += seconds
@@ -253,8 +279,7 @@ def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int,
         loop.window_steps += n
         images_window += n * config.batch_size
         if step % config.log_every_steps == 0 or step == epoch_end:
-            now = time.perf_counter()
-            run.log(window, loop, step, images_window, now - t_window, bar)
+            run.log(window, loop, step, images_window, t_window, bar)
             window = new_window(run.mesh, loop)
             t_window, images_window = time.perf_counter(), 0
         if bar is not None:
@@ -312,7 +337,8 @@ def _train(run: Run, state, loop: LoopState):
     if run.is_main:
         print(f"Training {config.model} on {len(run.images)} examples, {spe} steps/epoch, {config.num_epochs} "
               f"epochs, global batch {config.batch_size} over {run.mesh.devices.size} device(s) "
-              f"({jax.devices()[0].platform}), {jax.process_count()} process(es), {run.k} step(s) per call.",
+              f"({jax.devices()[0].platform}), {jax.process_count()} process(es), {run.k} step(s) per call; "
+              f"{run.costs['params']:,} parameters, {_mega(run.costs['forward_flops'])} MFLOP per image forward.",
               flush=True)
     with StopFlag() as stop:
         for epoch in range(step // spe, config.num_epochs):
@@ -341,12 +367,20 @@ def make_summary(run: Run, state, loop: LoopState) -> dict[str, Any]:
         "steps": step,
         "train_seconds": seconds,
         "images_per_second": step * run.config.batch_size / seconds if seconds else None,
+        "params": run.costs["params"],
+        "forward_flops_per_image": run.costs["forward_flops"],
+        "train_flops_per_step": run.costs["train_step_flops"],
+        "train_flops_total": run.costs["train_step_flops"] * step if run.costs["train_step_flops"] else None,
         "devices": run.mesh.devices.size,
         "processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,
         "versions": _versions(),
     }
+
+
+def _mega(flops: float | None) -> str:
+    return f"{flops / 1e6:.1f}" if flops else "n/a"
 
 
 def _versions() -> dict[str, str]:

@@ -121,6 +121,8 @@ def test_summary_describes_the_trained_state_and_fewer_epochs_than_trained_are_r
     w = tmp_path / "w"
     summary = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds), w)
     assert summary["steps"] == 40 and summary["epochs"] == 2
+    assert summary["params"] == 140_682 and summary["forward_flops_per_image"] > 5e6  # ~8.4 MFLOP.
+    assert summary["train_flops_total"] == summary["train_flops_per_step"] * 40 > 0
     with pytest.raises(CheckpointError, match="trained for 40 steps"):
         train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, num_epochs=1), w)
     more = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, num_epochs=3, log_every_steps=4), w)
@@ -167,3 +169,24 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tiny_idx, tiny_tf
 def test_bfloat16_training_converges_on_a_short_run(tmp_path, tiny_idx, tiny_tfds):
     summary = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, compute_dtype="bfloat16"), tmp_path / "w")
     assert summary["test_accuracy"] > 0.5  # Chance is 0.1; float32 reaches about the same.
+
+
+def test_sweep_runs_each_seed_in_its_own_workdir_and_resumes(tmp_path, tiny_idx, tiny_tfds, capsys):
+    from conftest import runner_args
+    from fashion_jax import sweep
+
+    w = tmp_path / "exp"
+    args = ["--workdir", str(w), "--seeds", "0,1", *runner_args(tiny_idx, tiny_tfds, num_epochs=1)]
+    assert sweep.main(args) == 0
+    out = capsys.readouterr().out
+    result = json.loads((w / "sweep.json").read_text())
+    assert [r["seed"] for r in result["seeds"]] == [0, 1]
+    accs = [r["test_accuracy"] for r in result["seeds"]]
+    assert accs[0] != accs[1] or result["seeds"][0]["train_seconds"] != result["seeds"][1]["train_seconds"]
+    assert result["test_accuracy_mean"] == pytest.approx(sum(accs) / 2)
+    assert json.loads((w / "seed_1" / "config.json").read_text())["seed"] == 1
+    assert "test_accuracy:" in out and "± " in out
+    mtime = (w / "seed_0" / "summary.json").stat().st_mtime
+    assert sweep.main(args) == 0  # Finished seeds are not retrained.
+    assert (w / "seed_0" / "summary.json").stat().st_mtime == mtime
+    assert sweep.main(["--workdir", str(w), "--seeds", "1,1"]) == 2

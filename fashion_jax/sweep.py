@@ -1,0 +1,121 @@
+"""Run one experiment over several seeds and report mean ± std of test accuracy and wall time.
+
+  python -m fashion_jax.sweep --workdir experiments/frontier_094 --seeds 0,1,2 [--config.KEY=VALUE ...]
+
+The config is `WORKDIR/config.py` (or `--config FILE`) with the overrides; seed S trains in
+`WORKDIR/seed_S/` exactly like `python -m fashion_jax.run --workdir WORKDIR/seed_S --config.seed=S`,
+so an interrupted sweep resumes where it stopped (finished seeds are not retrained). The table
+is printed and written to `WORKDIR/sweep.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from fashion_jax import config as config_lib
+from fashion_jax import run
+from fashion_jax import workdir as workdir_lib
+from fashion_jax.errors import UserError
+from fashion_jax.preemption import Preempted
+
+SWEEP_FILE = "sweep.json"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """"0,1,2" or "0-4" -> [0, 1, 2] / [0, 1, 2, 3, 4]."""
+    try:
+        if "-" in text:
+            lo, hi = text.split("-")
+            seeds = list(range(int(lo), int(hi) + 1))
+        else:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: give distinct seeds >= 0, like 0,1,2 or 0-4.")
+    return seeds
+
+
+def finished(workdir: Path, config) -> dict | None:
+    """The summary of a finished run of `config` in `workdir`, else None."""
+    try:
+        summary = json.loads((workdir / workdir_lib.SUMMARY).read_text())
+        same = workdir_lib.load_config(workdir).to_dict() == config.to_dict()
+    except (OSError, ValueError, UserError):
+        return None
+    return summary if same and summary.get("epochs") == config.num_epochs else None
+
+
+def run_seed(config, workdir: Path) -> dict:
+    """Trains (or resumes) one seed; returns its row with the wall time of this call."""
+    from fashion_jax.train import train_and_evaluate
+
+    summary = finished(workdir, config)
+    start = time.perf_counter()
+    if summary is None:
+        summary = train_and_evaluate(config, workdir)
+        summary["wall_seconds"] = time.perf_counter() - start
+        (workdir / workdir_lib.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return {"seed": config.seed, "test_accuracy": summary["test_accuracy"],
+            "validation_accuracy": summary.get("validation_accuracy"),
+            "train_seconds": summary["train_seconds"], "wall_seconds": summary.get("wall_seconds"),
+            "train_flops_total": summary.get("train_flops_total")}
+
+
+def mean_std(values) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(rows: list[dict]) -> str:
+    fmt = lambda v, f: "n/a" if v is None else format(v, f)
+    lines = ["| seed | test acc | val acc | train s | wall s |", "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['seed']} | {fmt(r['test_accuracy'], '.4f')} | {fmt(r['validation_accuracy'], '.4f')} | "
+              f"{fmt(r['train_seconds'], '.1f')} | {fmt(r['wall_seconds'], '.1f')} |" for r in rows]
+    for key, f in (("test_accuracy", ".4f"), ("wall_seconds", ".1f"), ("train_seconds", ".1f")):
+        m, s = mean_std(r[key] for r in rows)
+        lines.append(f"\n{key}: {fmt(m, f)} ± {fmt(s, f)} over {len(rows)} seed(s)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m fashion_jax.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", required=True, help="the experiment's folder (its config.py)")
+    parser.add_argument("--seeds", default="0,1,2", help="e.g. 0,1,2 or 0-4 (default 0,1,2)")
+    parser.add_argument("--config", default=None, help="config file (default: WORKDIR/config.py)")
+    try:
+        flags, overrides = run.split_overrides(argv)
+        args = parser.parse_args(flags)
+        seeds = parse_seeds(args.seeds)
+        base = run.resolve_config(args.workdir, args.config, overrides)
+        rows = []
+        for seed in seeds:
+            config = config_lib.validate(config_lib.apply_overrides(base, {"seed": str(seed)}))
+            print(f"--- seed {seed}", flush=True)
+            rows.append(run_seed(config, Path(args.workdir) / f"seed_{seed}"))
+    except Preempted as p:
+        print(f"\nstopped by signal {p.signum}: rerun the same command to resume.", file=sys.stderr)
+        return 128 + p.signum
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    text = table(rows)
+    print(text)
+    m, s = mean_std(r["test_accuracy"] for r in rows)
+    wm, ws = mean_std(r["wall_seconds"] for r in rows)
+    (Path(args.workdir) / SWEEP_FILE).write_text(json.dumps(
+        {"seeds": rows, "test_accuracy_mean": m, "test_accuracy_std": s,
+         "wall_seconds_mean": wm, "wall_seconds_std": ws}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
