@@ -131,6 +131,64 @@ class ResNetSmall(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
+class ConvBlock(nn.Module):
+    """3x3 SAME convolution -> (2x2 max pool) -> batch norm -> ReLU, the airbench block order: the
+    normalization and activation run on the pooled, 4x smaller tensor.
+
+    Computed with the fast CPU formulations (im2col for one input channel, the custom-VJP VALID
+    convolution on the zero-padded input; before a pool only the outputs it keeps). The parameters
+    are those of `nn.Conv(features, (3, 3), use_bias=False)` and `nn.BatchNorm`.
+    """
+
+    features: int
+    pool: bool = False
+    bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """x: float[B, H, W, Cin] -> float[B, H, W, features] (H // 2, W // 2 with `pool`)."""
+        cin = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features))
+        x = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
+        if self.pool:  # Only the rows and columns the floor pooling keeps.
+            x = x[:, : (x.shape[1] - 2) // 2 * 2 + 2, : (x.shape[2] - 2) // 2 * 2 + 2, :]
+        conv = conv_valid_im2col if cin == 1 else conv_valid
+        y = conv(x, kernel.astype(self.dtype))
+        if self.pool:
+            y = max_pool_2x2(y)
+        y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)(y)
+        return nn.relu(y)
+
+
+class ConvNet(nn.Module):
+    """A plain network of `ConvBlock`s for accuracy per FLOP at 28x28: every block but `extra`
+    ones pools (28 -> 14 -> 7 -> 3 px), so most FLOPs are spent at low resolution; then a global
+    max pool and one Dense layer.
+
+    widths: the channels of the pooling blocks; extra: (after_block, width) pairs of non-pooling
+    blocks inserted after the given pooling block (0-based).
+    """
+
+    num_classes: int = 10
+    widths: tuple[int, ...] = (24, 48, 96)
+    extra: tuple[tuple[int, int], ...] = ()
+    bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
+        x = x - 0.286  # The training set's mean pixel.
+        for i, width in enumerate(self.widths):
+            x = ConvBlock(width, pool=True, bn_momentum=self.bn_momentum, dtype=self.dtype)(x, train)
+            for after, extra_width in self.extra:
+                if after == i:
+                    x = ConvBlock(extra_width, bn_momentum=self.bn_momentum, dtype=self.dtype)(x, train)
+        x = x.max(axis=(1, 2))
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
+
+
 MODELS = {
     "seed_cnn": SeedCNN,
     # SeedCNN at a third of its FLOPs (conv widths 32/32) with a ReLU, wider hidden layer: the
@@ -139,6 +197,9 @@ MODELS = {
     "plain_seed_cnn": PlainSeedCNN,
     "plain_fast_cnn": functools.partial(PlainSeedCNN, features=(32, 32), hidden=128, hidden_relu=True),
     "resnet_small": ResNetSmall,
+    # Accuracy per CPU-minute (benchmarks/NOTES.md, "Frontier"): ~7 and ~12 MFLOP per image.
+    "convnet_s": functools.partial(ConvNet, widths=(24, 48, 96)),
+    "convnet_m": functools.partial(ConvNet, widths=(32, 64, 128)),
 }
 
 
