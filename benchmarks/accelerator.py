@@ -15,7 +15,7 @@ Sections (each prints a table; all of them go into one JSON line appended to --r
 3. throughput: images/s and time per 60,000 images of every model the recipes use
    (`experiments/*/config.py`, plus seed_cnn), at several batch sizes, steps_per_call 1 and the
    platform default, float32 and bfloat16, through the runner's own compiled chunk
-   (`train.make_train_chunk`) over device-resident data; median of several windows after warm-up.
+   (`programs.make_train_chunk`) over device-resident data; median of several windows after warm-up.
    With each row: lower and compile time of the chunk, FLOPs per step (XLA cost analysis of the
    one-step program), achieved TFLOP/s and model FLOP utilization against the peak.
 4. time_to_accuracy: the real runner on each recipe with a target test accuracy (TARGETS), in a
@@ -70,7 +70,7 @@ import numpy as np  # noqa: E402
 from common import machine, table  # noqa: E402
 from fashion_jax import config as config_lib  # noqa: E402
 from fashion_jax import metrics as metrics_lib  # noqa: E402
-from fashion_jax import models, preemption, sharding, steps, train  # noqa: E402
+from fashion_jax import models, preemption, programs, sharding, steps, train  # noqa: E402
 from fashion_jax.errors import UserError  # noqa: E402
 
 # Test accuracy each recipe is expected to reach (experiments/NAME/config.py); others are skipped.
@@ -313,7 +313,7 @@ def models_to_measure(args, recipes) -> list[tuple[str, Any]]:
 
 def steps_per_call_values(args, platform: str) -> list[tuple[int, bool]]:
     """[(k, is the platform default)]: 1 and the runner's default for this platform."""
-    default = train.steps_per_call(config_lib.get_config(), platform)
+    default = programs.steps_per_call(config_lib.get_config(), platform)
     if args.smoke:
         return [(1, default == 1), (3, False)]
     ks = [1, default] + ([train.ACCELERATOR_STEPS_PER_CALL] if default == 1 else [])
@@ -464,11 +464,11 @@ def measure_config(args, row, base, mesh, data, peaks, flops_cache, left, compil
     n_batches = max(k, 16)
     perm = batch_order(mesh, args.synthetic_examples, batch, n_batches)
     state = fresh_state(config, mesh)
-    window = train.new_window(mesh, train.LoopState())
+    window = programs.new_window(mesh)
     images, labels = data
     call_args = (state, window, images, labels, perm, 0, k)
 
-    chunk = train.make_train_chunk(config, mesh, batch, step_key, k)
+    chunk = programs.make_train_chunk(config, mesh, batch, step_key, k)
     t = time.perf_counter()
     lowered = chunk.lower(*call_args)
     t_lower = time.perf_counter() - t
@@ -479,7 +479,7 @@ def measure_config(args, row, base, mesh, data, peaks, flops_cache, left, compil
         one = (
             lowered
             if k == 1
-            else train.make_train_chunk(config, mesh, batch, step_key, 1).lower(*call_args)
+            else programs.make_train_chunk(config, mesh, batch, step_key, 1).lower(*call_args)
         )
         flops_cache[fkey] = flops_of(one.cost_analysis())
     t = time.perf_counter()
@@ -711,10 +711,10 @@ def overhead_section(args, clock, mesh) -> list[dict]:
     # (b), (c) The runner's chunk, k=1 and k=100.
     for k in (1, 100):
         perm = batch_order(mesh, 4096, batch, max(k, 16))
-        chunk = train.make_train_chunk(
+        chunk = programs.make_train_chunk(
             override(base, steps_per_call=k), mesh, batch, jax.random.key(1), k
         )
-        state, window = fresh_state(base, mesh), train.new_window(mesh, train.LoopState())
+        state, window = fresh_state(base, mesh), programs.new_window(mesh)
         compiled = chunk.lower(state, window, images, labels, perm, 0, k).compile()
         state, window = compiled(state, window, images, labels, perm, 0, k)
         jax.block_until_ready(window)
@@ -791,7 +791,7 @@ def train_examples(config) -> int:
 
 def estimate_s(config, throughput_rows, platform) -> float | None:
     """Full-run training seconds from the closest throughput row (same model, dtype, platform k)."""
-    k = train.steps_per_call(config, platform)
+    k = programs.steps_per_call(config, platform)
     rows = [
         r
         for r in throughput_rows
@@ -851,7 +851,7 @@ def tta_section(args, clock, recipes, throughput_rows) -> list[dict]:
             continue
         row.update(
             epochs=config.num_epochs,
-            k=train.steps_per_call(config, platform),
+            k=programs.steps_per_call(config, platform),
             est_full_s=estimate_s(config, throughput_rows, platform),
         )
         plan.append((row, config, None))

@@ -35,9 +35,14 @@ def machine() -> dict:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "host_cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform(), "versions": versions}
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host_cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
 
 
 def record(kind: str, rows: list[dict], extra: dict | None = None) -> None:
@@ -56,7 +61,9 @@ def run_timed(cmd: list[str], metrics_file: Path | None = None, env: dict | None
     """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=ROOT
+    )
     lines: queue.Queue = queue.Queue()
     log: list[str] = []
 
@@ -105,6 +112,7 @@ def first_time_reaching(records: list[dict], threshold: float) -> float | None:
 
 def table(rows: list[dict], columns: list[str]) -> str:
     """A Markdown table of `rows` restricted to `columns`."""
+
     def fmt(v):
         if v is None:
             return "-"

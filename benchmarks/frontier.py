@@ -28,28 +28,53 @@ TARGETS = {"base": 0.90, "fast": 0.90, "frontier_093": 0.93, "frontier_094": 0.9
 
 
 def run_keras(epochs: int = 10) -> dict:
-    records, rss, wall, code = run_timed([sys.executable, "benchmarks/keras_peer.py", "--epochs", str(epochs)])
+    records, rss, wall, code = run_timed(
+        [sys.executable, "benchmarks/keras_peer.py", "--epochs", str(epochs)]
+    )
     if code != 0:
         raise SystemExit("the Keras run failed")
-    return {"system": "keras tutorial", "seed": None, "test_accuracy": records[-1]["test_accuracy"],
-            "epochs": len(records), "wall_s": wall, "peak_rss_mb": rss}
+    return {
+        "system": "keras tutorial",
+        "seed": None,
+        "test_accuracy": records[-1]["test_accuracy"],
+        "epochs": len(records),
+        "wall_s": wall,
+        "peak_rss_mb": rss,
+    }
 
 
 def run_recipe(recipe: str, seed: int) -> dict:
     config = ROOT / "experiments" / recipe / "config.py"
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / recipe
-        cmd = [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), "--config", str(config),
-               f"--config.seed={seed}", "--config.progress_bar=false"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fashion_jax.run",
+            "--workdir",
+            str(workdir),
+            "--config",
+            str(config),
+            f"--config.seed={seed}",
+            "--config.progress_bar=false",
+        ]
         _, rss, wall, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl")
         if code != 0:
             raise SystemExit(f"fashion_jax {recipe} (seed {seed}) failed")
         s = json.loads((workdir / "summary.json").read_text())
-    return {"system": recipe, "seed": seed, "test_accuracy": s["test_accuracy"],
-            "validation_accuracy": s.get("validation_accuracy"), "epochs": s["epochs"], "wall_s": wall,
-            "train_s": s["train_seconds"], "params": s.get("params"),
-            "forward_mflop": (s.get("forward_flops_per_image") or 0) / 1e6 or None,
-            "train_pflop": (s.get("train_flops_total") or 0) / 1e15 or None, "peak_rss_mb": rss}
+    return {
+        "system": recipe,
+        "seed": seed,
+        "test_accuracy": s["test_accuracy"],
+        "validation_accuracy": s.get("validation_accuracy"),
+        "epochs": s["epochs"],
+        "wall_s": wall,
+        "train_s": s["train_seconds"],
+        "params": s.get("params"),
+        "forward_mflop": (s.get("forward_flops_per_image") or 0) / 1e6 or None,
+        "train_pflop": (s.get("train_flops_total") or 0) / 1e15 or None,
+        "peak_rss_mb": rss,
+    }
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -59,14 +84,23 @@ def summarize(rows: list[dict]) -> list[dict]:
     for system in dict.fromkeys(r["system"] for r in rows):
         rs = [r for r in rows if r["system"] == system]
         accs, walls = [r["test_accuracy"] for r in rs], [r["wall_s"] for r in rs]
-        out.append({
-            "system": system, "runs": len(rs), "target": TARGETS.get(system),
-            "test_acc_mean": statistics.fmean(accs), "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "params": rs[0].get("params"), "forward_mflop": rs[0].get("forward_mflop"),
-            "train_pflop": rs[0].get("train_pflop"), "epochs": rs[0]["epochs"],
-            "wall_s_median": statistics.median(walls), "wall_s_min": min(walls), "wall_s_max": max(walls),
-            "wall_vs_keras": statistics.median(walls) / keras_wall,
-        })
+        out.append(
+            {
+                "system": system,
+                "runs": len(rs),
+                "target": TARGETS.get(system),
+                "test_acc_mean": statistics.fmean(accs),
+                "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                "params": rs[0].get("params"),
+                "forward_mflop": rs[0].get("forward_mflop"),
+                "train_pflop": rs[0].get("train_pflop"),
+                "epochs": rs[0]["epochs"],
+                "wall_s_median": statistics.median(walls),
+                "wall_s_min": min(walls),
+                "wall_s_max": max(walls),
+                "wall_vs_keras": statistics.median(walls) / keras_wall,
+            }
+        )
     return out
 
 
@@ -80,14 +114,24 @@ def draw(rows: list[dict], path: Path = FIGURE) -> None:
     for i, system in enumerate(dict.fromkeys(r["system"] for r in rows)):
         rs = [r for r in rows if r["system"] == system]
         color = "black" if system.startswith("keras") else f"C{i}"
-        ax.scatter([r["wall_s"] / 60 for r in rs], [r["test_accuracy"] for r in rs], color=color, alpha=0.5, s=18)
+        ax.scatter(
+            [r["wall_s"] / 60 for r in rs],
+            [r["test_accuracy"] for r in rs],
+            color=color,
+            alpha=0.5,
+            s=18,
+        )
         mx = statistics.median(r["wall_s"] for r in rs) / 60
         my = statistics.fmean(r["test_accuracy"] for r in rs)
-        ax.scatter([mx], [my], color=color, marker="D", s=50, label=f"{system} ({my:.4f}, {mx:.1f} min)")
+        ax.scatter(
+            [mx], [my], color=color, marker="D", s=50, label=f"{system} ({my:.4f}, {mx:.1f} min)"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("wall-clock minutes on this machine (launch to exit; log scale)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Fashion-MNIST: accuracy against CPU time (dots: seeds; diamonds: mean)", fontsize=10)
+    ax.set_title(
+        "Fashion-MNIST: accuracy against CPU time (dots: seeds; diamonds: mean)", fontsize=10
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -110,12 +154,27 @@ def main() -> None:
             print(table(rows[-1:], ["system", "test_accuracy", "wall_s"]), flush=True)
         for recipe in recipes:
             rows.append(run_recipe(recipe, seed))
-            print(table(rows[-1:], ["system", "seed", "test_accuracy", "wall_s", "train_pflop"]), flush=True)
+            print(
+                table(rows[-1:], ["system", "seed", "test_accuracy", "wall_s", "train_pflop"]),
+                flush=True,
+            )
     for _ in range(len(seeds), keras_runs):
         rows.append(run_keras())
     summary = summarize(rows)
-    columns = ["system", "runs", "test_acc_mean", "test_acc_std", "params", "forward_mflop", "train_pflop",
-               "epochs", "wall_s_median", "wall_s_min", "wall_s_max", "wall_vs_keras"]
+    columns = [
+        "system",
+        "runs",
+        "test_acc_mean",
+        "test_acc_std",
+        "params",
+        "forward_mflop",
+        "train_pflop",
+        "epochs",
+        "wall_s_median",
+        "wall_s_min",
+        "wall_s_max",
+        "wall_vs_keras",
+    ]
     print("\n" + table(summary, columns))
     draw(rows)
     print(f"figure: {FIGURE.relative_to(ROOT)}")

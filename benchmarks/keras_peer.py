@@ -28,6 +28,7 @@ def main():
 
     import keras
     import tensorflow as tf
+
     from fashion_jax import data
 
     tf.config.set_visible_devices([], "GPU")
@@ -35,16 +36,18 @@ def main():
     train, test = data.read_idx(idx, "train"), data.read_idx(idx, "test")
     x_train, x_test = train.images / 255.0, test.images / 255.0
 
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        keras.layers.Conv2D(64, (3, 3), activation="relu"),
-        keras.layers.MaxPooling2D(2, 2),
-        keras.layers.Conv2D(64, (3, 3), activation="relu"),
-        keras.layers.MaxPooling2D(2, 2),
-        keras.layers.Flatten(),
-        keras.layers.Dense(64),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(64, (3, 3), activation="relu"),
+            keras.layers.MaxPooling2D(2, 2),
+            keras.layers.Conv2D(64, (3, 3), activation="relu"),
+            keras.layers.MaxPooling2D(2, 2),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     class Report(keras.callbacks.Callback):
@@ -55,12 +58,27 @@ def main():
             self.t_train = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            print(json.dumps({"epoch": epoch + 1, "epoch_seconds": self.t_train - self.t,
-                              "test_accuracy": float(logs["val_accuracy"]), "test_loss": float(logs["val_loss"])}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "epoch": epoch + 1,
+                        "epoch_seconds": self.t_train - self.t,
+                        "test_accuracy": float(logs["val_accuracy"]),
+                        "test_loss": float(logs["val_loss"]),
+                    }
+                ),
+                flush=True,
+            )
 
-    model.fit(x_train, train.labels, epochs=args.epochs, batch_size=args.batch_size,
-              validation_data=(x_test, test.labels), callbacks=[Report()], verbose=0)
+    model.fit(
+        x_train,
+        train.labels,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(x_test, test.labels),
+        callbacks=[Report()],
+        verbose=0,
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from common import ROOT, record, table  # noqa: E402
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 
-CHILD = r'''
+CHILD = r"""
 import os, sys, time, json, statistics, functools
 import fashion_jax, jax, jax.numpy as jnp, numpy as np
 from fashion_jax import steps, config as cl
@@ -51,28 +51,48 @@ for _ in range(6):
     t = time.perf_counter(); state = window(state); jax.block_until_ready(state)
     times.append((time.perf_counter() - t) / 50)
 print(json.dumps({"ms_per_step": 1000 * statistics.median(times)}))
-'''
+"""
 
 
 def measure(model, batch, mode, flag):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "FASHION_JAX_KEEP_XLA_FLAGS": "1",
-           "XLA_FLAGS": FLAG if flag else ""}
-    out = subprocess.run([sys.executable, "-c", CHILD, model, str(batch), mode], env=env, capture_output=True,
-                         text=True, timeout=1800)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "FASHION_JAX_KEEP_XLA_FLAGS": "1",
+        "XLA_FLAGS": FLAG if flag else "",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, model, str(batch), mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     ms = json.loads(out.stdout.strip().splitlines()[-1])["ms_per_step"]
-    return {"model": model, "batch": batch, "dispatch": mode, "ynn_individual_dot_flag": flag,
-            "ms_per_step": ms, "images_per_s": batch * 1000 / ms}
+    return {
+        "model": model,
+        "batch": batch,
+        "dispatch": mode,
+        "ynn_individual_dot_flag": flag,
+        "ms_per_step": ms,
+        "images_per_s": batch * 1000 / ms,
+    }
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
-    configs = [("plain_seed_cnn", "single", False), ("plain_seed_cnn", "single", True),
-               ("seed_cnn", "single", False), ("seed_cnn", "single", True),
-               ("plain_seed_cnn", "fori", True), ("seed_cnn", "fori", True)]
+    configs = [
+        ("plain_seed_cnn", "single", False),
+        ("plain_seed_cnn", "single", True),
+        ("seed_cnn", "single", False),
+        ("seed_cnn", "single", True),
+        ("plain_seed_cnn", "fori", True),
+        ("seed_cnn", "fori", True),
+    ]
     rows = []
     for model, mode, flag in configs:
         rows.append(measure(model, args.batch, mode, flag))

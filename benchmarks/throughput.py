@@ -29,18 +29,38 @@ def main():
             workdir = Path(tmp) / "w"
             lr = 1e-3 * (batch / 64) ** 0.5  # Square-root scaling; accuracy is not the point here.
             records, rss, wall, code = run_timed(
-                [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir),
-                 f"--config.model={args.model}", f"--config.batch_size={batch}", f"--config.learning_rate={lr}",
-                 f"--config.num_epochs={args.epochs}", "--config.progress_bar=false"],
-                metrics_file=workdir / "metrics.jsonl")
+                [
+                    sys.executable,
+                    "-m",
+                    "fashion_jax.run",
+                    "--workdir",
+                    str(workdir),
+                    f"--config.model={args.model}",
+                    f"--config.batch_size={batch}",
+                    f"--config.learning_rate={lr}",
+                    f"--config.num_epochs={args.epochs}",
+                    "--config.progress_bar=false",
+                ],
+                metrics_file=workdir / "metrics.jsonl",
+            )
             assert code == 0
             summary = json.loads((workdir / "summary.json").read_text())
         steady = records[-1]
         steps = 60000 // batch
-        rows.append({"model": args.model, "batch": batch, "devices": summary["devices"],
-                     "platform": summary["platform"], "epoch1_s": records[0]["epoch_seconds"],
-                     "epoch_s": steady["epoch_seconds"], "images_per_s": steps * batch / steady["epoch_seconds"],
-                     "test_accuracy": steady["test_accuracy"], "peak_rss_mb": rss, "wall_s": wall})
+        rows.append(
+            {
+                "model": args.model,
+                "batch": batch,
+                "devices": summary["devices"],
+                "platform": summary["platform"],
+                "epoch1_s": records[0]["epoch_seconds"],
+                "epoch_s": steady["epoch_seconds"],
+                "images_per_s": steps * batch / steady["epoch_seconds"],
+                "test_accuracy": steady["test_accuracy"],
+                "peak_rss_mb": rss,
+                "wall_s": wall,
+            }
+        )
         print(table(rows[-1:], list(rows[-1])), flush=True)
     print("\n" + table(rows, list(rows[0])))
     record("throughput", rows, {"args": vars(args)})

@@ -18,22 +18,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, first_time_reaching, record, run_timed, table  # noqa: E402
 
-COLUMNS = ["system", "epochs", "epoch_s", "images_per_s", "to_0.90_s", "to_0.92_s", "final_test_accuracy",
-           "peak_rss_mb"]
+COLUMNS = [
+    "system",
+    "epochs",
+    "epoch_s",
+    "images_per_s",
+    "to_0.90_s",
+    "to_0.92_s",
+    "final_test_accuracy",
+    "peak_rss_mb",
+]
 
 
 def summarize(name, records, rss, batch, n_train=60000):
     epoch_times = [r["epoch_seconds"] for r in records[1:]] or [r["epoch_seconds"] for r in records]
     epoch_s = statistics.median(epoch_times) if epoch_times else None
     steps = n_train // batch if name.startswith("fashion_jax") else -(-n_train // batch)
-    return {"system": name, "epochs": len(records), "epoch_s": epoch_s,
-            "images_per_s": steps * batch / epoch_s if epoch_s else None,
-            "to_0.90_s": first_time_reaching(records, 0.90), "to_0.92_s": first_time_reaching(records, 0.92),
-            "final_test_accuracy": records[-1]["test_accuracy"] if records else None, "peak_rss_mb": rss}
+    return {
+        "system": name,
+        "epochs": len(records),
+        "epoch_s": epoch_s,
+        "images_per_s": steps * batch / epoch_s if epoch_s else None,
+        "to_0.90_s": first_time_reaching(records, 0.90),
+        "to_0.92_s": first_time_reaching(records, 0.92),
+        "final_test_accuracy": records[-1]["test_accuracy"] if records else None,
+        "peak_rss_mb": rss,
+    }
 
 
 def run_keras(epochs):
-    records, rss, _, code = run_timed([sys.executable, "benchmarks/keras_peer.py", "--epochs", str(epochs)])
+    records, rss, _, code = run_timed(
+        [sys.executable, "benchmarks/keras_peer.py", "--epochs", str(epochs)]
+    )
     assert code == 0, "keras run failed"
     return summarize("keras (tutorial)", records, rss, 64)
 
@@ -42,8 +58,16 @@ def run_ours(recipe, epochs):
     config = ROOT / "experiments" / recipe / "config.py"
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / recipe
-        cmd = [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), "--config", str(config),
-               "--config.progress_bar=false"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "fashion_jax.run",
+            "--workdir",
+            str(workdir),
+            "--config",
+            str(config),
+            "--config.progress_bar=false",
+        ]
         if epochs:
             cmd.append(f"--config.num_epochs={epochs}")
         records, rss, _, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl")
@@ -56,7 +80,9 @@ def run_ours(recipe, epochs):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=10, help="epochs for Keras and the base recipe")
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="epochs for Keras and the base recipe"
+    )
     parser.add_argument("--recipes", default="base,fast")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()

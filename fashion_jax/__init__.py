@@ -18,7 +18,10 @@ def _set_cpu_xla_flags() -> None:
     FASHION_JAX_KEEP_XLA_FLAGS=1. Affects CPU devices only.
     """
     flags = _os.environ.get("XLA_FLAGS", "")
-    if _os.environ.get("FASHION_JAX_KEEP_XLA_FLAGS") or "xla_cpu_experimental_ynn_fusion_type" in flags:
+    if (
+        _os.environ.get("FASHION_JAX_KEEP_XLA_FLAGS")
+        or "xla_cpu_experimental_ynn_fusion_type" in flags
+    ):
         return
     try:
         from importlib.metadata import version
@@ -27,7 +30,9 @@ def _set_cpu_xla_flags() -> None:
             return
     except Exception:
         return
-    _os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_experimental_ynn_fusion_type=individual_dot".strip()
+    _os.environ["XLA_FLAGS"] = (
+        f"{flags} --xla_cpu_experimental_ynn_fusion_type=individual_dot".strip()
+    )
 
 
 _set_cpu_xla_flags()

@@ -29,8 +29,13 @@ def random_flip(images: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
     return jnp.where(flip, images[:, :, ::-1, :], images)
 
 
-def random_erasing(images: jnp.ndarray, key: jax.Array, probability: float,
-                   area: tuple[float, float] = (0.02, 0.25), aspect: tuple[float, float] = (0.3, 3.3)) -> jnp.ndarray:
+def random_erasing(
+    images: jnp.ndarray,
+    key: jax.Array,
+    probability: float,
+    area: tuple[float, float] = (0.02, 0.25),
+    aspect: tuple[float, float] = (0.3, 3.3),
+) -> jnp.ndarray:
     """With `probability`, replaces a random rectangle of each image by uniform noise (Zhong et al. 2017).
 
     The rectangle covers a fraction of the image drawn from `area`, with aspect ratio (log-uniform)
@@ -41,15 +46,21 @@ def random_erasing(images: jnp.ndarray, key: jax.Array, probability: float,
     b, h, w, c = images.shape
     k_apply, k_area, k_aspect, k_y, k_x, k_fill = jax.random.split(key, 6)
     frac = jax.random.uniform(k_area, (b,), minval=area[0], maxval=area[1])
-    ratio = jnp.exp(jax.random.uniform(k_aspect, (b,), minval=jnp.log(aspect[0]), maxval=jnp.log(aspect[1])))
+    ratio = jnp.exp(
+        jax.random.uniform(k_aspect, (b,), minval=jnp.log(aspect[0]), maxval=jnp.log(aspect[1]))
+    )
     eh = jnp.clip(jnp.round(jnp.sqrt(frac * h * w * ratio)), 1, h)
     ew = jnp.clip(jnp.round(jnp.sqrt(frac * h * w / ratio)), 1, w)
     y0 = jnp.floor(jax.random.uniform(k_y, (b,)) * (h - eh + 1))
     x0 = jnp.floor(jax.random.uniform(k_x, (b,)) * (w - ew + 1))
     rows = jnp.arange(h)[None, :, None]
     cols = jnp.arange(w)[None, None, :]
-    inside = ((rows >= y0[:, None, None]) & (rows < (y0 + eh)[:, None, None])
-              & (cols >= x0[:, None, None]) & (cols < (x0 + ew)[:, None, None]))
+    inside = (
+        (rows >= y0[:, None, None])
+        & (rows < (y0 + eh)[:, None, None])
+        & (cols >= x0[:, None, None])
+        & (cols < (x0 + ew)[:, None, None])
+    )
     apply = jax.random.bernoulli(k_apply, probability, (b, 1, 1))
     mask = (inside & apply)[..., None]
     noise = jax.random.uniform(k_fill, images.shape, images.dtype)
@@ -73,15 +84,26 @@ def from_config(config) -> tuple[Augmentation, ...]:
     return tuple(make(config[key]) for key, (on, make) in AUGMENTATIONS.items() if on(config[key]))
 
 
-def apply(images: jnp.ndarray, key: jax.Array, augmentations: tuple[Augmentation, ...]) -> jnp.ndarray:
+def apply(
+    images: jnp.ndarray, key: jax.Array, augmentations: tuple[Augmentation, ...]
+) -> jnp.ndarray:
     """Applies each augmentation with its own key derived from `key`. float32[B, H, W, C] -> same."""
     for i, fn in enumerate(augmentations):
         images = fn(images, jax.random.fold_in(key, i))
     return images
 
 
-def augment(images: jnp.ndarray, key: jax.Array, crop_padding: int = 0, flip: bool = False,
-            erasing: float = 0.0) -> jnp.ndarray:
+def augment(
+    images: jnp.ndarray,
+    key: jax.Array,
+    crop_padding: int = 0,
+    flip: bool = False,
+    erasing: float = 0.0,
+) -> jnp.ndarray:
     """Crop, then flip, then erase, each only when enabled. float32[B, H, W, C] -> same."""
-    config = {"augment_crop_padding": crop_padding, "augment_flip": flip, "augment_erasing": erasing}
+    config = {
+        "augment_crop_padding": crop_padding,
+        "augment_flip": flip,
+        "augment_erasing": erasing,
+    }
     return apply(images, key, from_config(config))

@@ -58,7 +58,11 @@ def _host(x: jax.Array) -> np.ndarray:
 @jax.jit
 def all_finite(tree) -> jax.Array:
     """bool[]: whether every floating-point array in `tree` holds only finite values."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
 
 
@@ -71,18 +75,26 @@ def abstract_like(init_fn, key, sharding) -> Any:
 class Checkpoints:
     """A thin wrapper of `ocp.CheckpointManager` with our retention, validity and meta rules."""
 
-    def __init__(self, workdir: str | Path, keep: int, structure: dict[str, Any], read_only: bool = False):
+    def __init__(
+        self, workdir: str | Path, keep: int, structure: dict[str, Any], read_only: bool = False
+    ):
         """read_only: for readers beside a possibly running trainer (predict, report): creates,
         cleans up and moves nothing; unreadable checkpoints are only skipped."""
         self.workdir = Path(workdir).absolute()
         self.read_only = read_only
         self.directory = self.workdir / "checkpoints"
         self.structure = structure
-        policy = ocm.AnyPreservationPolicy([
-            ocm.LatestN(n=keep),  # Resume needs the latest: keep it whatever the metrics say.
-            ocm.BestN(get_metric_fn=lambda m: m[VALIDATION_METRIC], reverse=False, n=1,
-                      keep_checkpoints_without_metrics=False),
-        ])
+        policy = ocm.AnyPreservationPolicy(
+            [
+                ocm.LatestN(n=keep),  # Resume needs the latest: keep it whatever the metrics say.
+                ocm.BestN(
+                    get_metric_fn=lambda m: m[VALIDATION_METRIC],
+                    reverse=False,
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                ),
+            ]
+        )
         verbosity = absl_logging.get_verbosity()
         if read_only:  # Orbax warns about what read-only mode disables; that is the point here.
             absl_logging.set_verbosity(absl_logging.ERROR)
@@ -100,12 +112,16 @@ class Checkpoints:
         finally:
             absl_logging.set_verbosity(verbosity)
 
-    def save(self, step: int, state, meta: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+    def save(
+        self, step: int, state, meta: dict[str, Any], metrics: dict[str, float] | None = None
+    ) -> None:
         """Starts an asynchronous save of `state` at `step` (collective on every process)."""
         meta = {**meta, "structure": self.structure, "digest": _host(digest(state)).tolist()}
         self.manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
             metrics=metrics,
             force=True,
         )
@@ -123,7 +139,10 @@ class Checkpoints:
 
     def _set_aside(self, step: int, reason: str) -> None:
         if self.read_only:
-            print(f"WARNING: checkpoint at step {step} is unreadable ({reason}); skipping it.", flush=True)
+            print(
+                f"WARNING: checkpoint at step {step} is unreadable ({reason}); skipping it.",
+                flush=True,
+            )
             return
         src = self.directory / str(step)
         dst_root = self.workdir / "checkpoints_invalid"
@@ -135,9 +154,14 @@ class Checkpoints:
         if jax.process_index() == 0 and src.exists():
             shutil.move(str(src), str(dst))
         self.manager.reload()
-        logging.warning("Checkpoint at step %d is unreadable (%s); moved it to %s.", step, reason, dst)
-        print(f"WARNING: checkpoint at step {step} is unreadable ({reason}); moved it to {dst} "
-              "and trying the previous one.", flush=True)
+        logging.warning(
+            "Checkpoint at step %d is unreadable (%s); moved it to %s.", step, reason, dst
+        )
+        print(
+            f"WARNING: checkpoint at step {step} is unreadable ({reason}); moved it to {dst} "
+            "and trying the previous one.",
+            flush=True,
+        )
 
     def restore_latest(self, abstract_state) -> tuple[Any, dict[str, Any]] | None:
         """Restores the newest readable checkpoint onto `abstract_state`'s shapes and shardings.
@@ -147,7 +171,9 @@ class Checkpoints:
         """
         for step in reversed(self.steps()):
             try:
-                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                meta = self.manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )["meta"]
             except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
                 self._set_aside(step, f"meta: {type(e).__name__}")
                 continue
@@ -155,19 +181,26 @@ class Checkpoints:
                 raise CheckpointError(
                     f"The checkpoint at step {step} in {self.directory} was made for {meta.get('structure')}, "
                     f"but this config asks for {self.structure}. Use another --workdir, or pass --restart "
-                    "to start this workdir afresh (its old outputs are moved to a backup folder, not deleted).")
+                    "to start this workdir afresh (its old outputs are moved to a backup folder, not deleted)."
+                )
             try:
                 restored = self.manager.restore(
-                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+                )
                 state = restored["state"]
                 if int(state.step) != step:
                     raise ValueError(f"state.step is {int(state.step)}")
                 if "digest" in meta and _host(digest(state)).tolist() != meta["digest"]:
-                    raise ValueError("its arrays do not match the digest written with them (damaged files)")
+                    raise ValueError(
+                        "its arrays do not match the digest written with them (damaged files)"
+                    )
                 if not bool(_host(all_finite(state))):
                     raise ValueError("it holds NaN or inf")
             except Exception as e:
-                self._set_aside(step, f"state: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+                self._set_aside(
+                    step,
+                    f"state: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}",
+                )
                 continue
             return state, meta
         return None

@@ -45,7 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"  # "bfloat16": mixed precision (params and optimizer stay float32).
     # Data.
     c.data_dir = ""  # tfds data dir; "" means tfds' default (~/tensorflow_datasets).
-    c.idx_dir = ""  # IDX .gz folder for the offline build; "" means $FASHION_JAX_IDX_DIR or Debian's.
+    c.idx_dir = (
+        ""  # IDX .gz folder for the offline build; "" means $FASHION_JAX_IDX_DIR or Debian's.
+    )
     c.download = True  # Let tfds download when no local source exists.
     c.max_train_examples = 0  # 0 means all; the first N training examples (IDX order).
     c.validation_examples = 0  # Held out from the end of the training split; 0 means none.
@@ -67,11 +69,25 @@ def get_config() -> ml_collections.ConfigDict:
 
 # Keys that may differ when a run is continued: they change how the run is watched, saved, fed or
 # evaluated, not what is trained. Every other key is part of the run's identity (see check_resume).
-RESUMABLE_KEYS = frozenset({
-    "num_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "progress_bar",
-    "eval_batch_size", "data_dir", "idx_dir", "download", "distributed", "coordinator_address",
-    "num_processes", "process_id", "distributed_timeout_seconds", "steps_per_call",
-})
+RESUMABLE_KEYS = frozenset(
+    {
+        "num_epochs",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "progress_bar",
+        "eval_batch_size",
+        "data_dir",
+        "idx_dir",
+        "download",
+        "distributed",
+        "coordinator_address",
+        "num_processes",
+        "process_id",
+        "distributed_timeout_seconds",
+        "steps_per_call",
+    }
+)
 
 
 _DISTRIBUTED = ("coordinator", "num_processes", "process_id", "distributed")
@@ -86,26 +102,37 @@ def check_resume(previous, config, workdir="the workdir") -> None:
     """
     from fashion_jax.errors import CheckpointError
 
-    changed = [f"{k}: {previous[k]!r} -> {config[k]!r}" for k in sorted(config.keys())
-               if k not in RESUMABLE_KEYS and k in previous and previous[k] != config[k]]
+    changed = [
+        f"{k}: {previous[k]!r} -> {config[k]!r}"
+        for k in sorted(config.keys())
+        if k not in RESUMABLE_KEYS and k in previous and previous[k] != config[k]
+    ]
     if changed:
         raise CheckpointError(
             f"{workdir} holds a run started with other values of {'; '.join(changed)}: its checkpoints "
             "cannot be resumed with this config, since those keys define the training (only "
             f"{', '.join(sorted(k for k in RESUMABLE_KEYS if not k.startswith(_DISTRIBUTED)))} may change). "
             "Use another --workdir, or pass --restart to start afresh (the old outputs are moved to a "
-            "backup folder, not deleted).")
+            "backup folder, not deleted)."
+        )
 
 
 def state_structure(config) -> dict:
     """What fixes the train state's structure: a checkpoint made under one of these cannot be
     restored under another (other keys, like num_epochs or learning_rate, may change on resume)."""
-    return {"model": config.model, "optimizer": config.optimizer,
-            "schedule": config.schedule != "constant", "ema": config.ema_decay > 0}
+    return {
+        "model": config.model,
+        "optimizer": config.optimizer,
+        "schedule": config.schedule != "constant",
+        "ema": config.ema_decay > 0,
+    }
 
 
-_CHOICES = {"optimizer": ("adam", "adamw", "sgd"), "schedule": ("constant", "cosine", "onecycle", "linear"),
-            "compute_dtype": ("float32", "bfloat16")}
+_CHOICES = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("constant", "cosine", "onecycle", "linear"),
+    "compute_dtype": ("float32", "bfloat16"),
+}
 
 _RANGES = {
     # key: (predicate, description)
@@ -136,7 +163,9 @@ _RANGES = {
 def _unknown_key(key: str, config: ml_collections.ConfigDict) -> ConfigError:
     close = difflib.get_close_matches(key, list(config.keys()), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"Unknown config key '{key}'.{hint} Known keys: {', '.join(sorted(config.keys()))}.")
+    return ConfigError(
+        f"Unknown config key '{key}'.{hint} Known keys: {', '.join(sorted(config.keys()))}."
+    )
 
 
 def _parse_value(key: str, text: str, default):
@@ -153,11 +182,15 @@ def _parse_value(key: str, text: str, default):
             return float(text)
         return text
     except ValueError:
-        raise ConfigError(f"--config.{key}={text!r}: expected {type(default).__name__}, "
-                          f"like the default {default!r}.") from None
+        raise ConfigError(
+            f"--config.{key}={text!r}: expected {type(default).__name__}, "
+            f"like the default {default!r}."
+        ) from None
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: dict[str, str]
+) -> ml_collections.ConfigDict:
     """Returns a copy of `config` with `{key: text}` overrides parsed and applied."""
     config = ml_collections.ConfigDict(config.to_dict(), type_safe=True)
     for key, text in overrides.items():
@@ -177,10 +210,14 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
-    spec = importlib.util.spec_from_file_location(f"fashion_jax_experiment_{path.parent.name}", path)
+    spec = importlib.util.spec_from_file_location(
+        f"fashion_jax_experiment_{path.parent.name}", path
+    )
     module = importlib.util.module_from_spec(spec)
-    hint = ("An experiment's get_config() starts from fashion_jax.config.get_config() and only "
-            "changes its values.")
+    hint = (
+        "An experiment's get_config() starts from fashion_jax.config.get_config() and only "
+        "changes its values."
+    )
     try:
         spec.loader.exec_module(module)
         if not callable(getattr(module, "get_config", None)):
@@ -189,18 +226,25 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
     except ConfigError:
         raise
     except SyntaxError as e:
-        raise ConfigError(f"{path}, line {e.lineno}: {e.msg} (a SyntaxError in the experiment file).") from None
+        raise ConfigError(
+            f"{path}, line {e.lineno}: {e.msg} (a SyntaxError in the experiment file)."
+        ) from None
     except Exception as e:  # The user's code: report where it failed, in one line.
         tb = traceback.extract_tb(e.__traceback__)
         line = next((f", line {f.lineno}" for f in reversed(tb) if Path(f.filename) == path), "")
         raise ConfigError(f"{path}{line}: {type(e).__name__}: {e}. {hint}") from None
     if not isinstance(loaded, (ml_collections.ConfigDict, dict)):
-        raise ConfigError(f"{path}: get_config() returned {type(loaded).__name__}, not a config. {hint}")
-    return check_schema(ml_collections.ConfigDict(loaded) if isinstance(loaded, dict) else loaded,
-                        source=str(path))
+        raise ConfigError(
+            f"{path}: get_config() returned {type(loaded).__name__}, not a config. {hint}"
+        )
+    return check_schema(
+        ml_collections.ConfigDict(loaded) if isinstance(loaded, dict) else loaded, source=str(path)
+    )
 
 
-def check_schema(loaded: ml_collections.ConfigDict, source: str = "config") -> ml_collections.ConfigDict:
+def check_schema(
+    loaded: ml_collections.ConfigDict, source: str = "config"
+) -> ml_collections.ConfigDict:
     """Copies `loaded` onto the defaults, refusing unknown keys and values of the wrong type."""
     config = get_config()
     for key, value in loaded.items():
@@ -209,9 +253,12 @@ def check_schema(loaded: ml_collections.ConfigDict, source: str = "config") -> m
             raise ConfigError(f"{source}: {err}")
         default = config[key]
         if isinstance(default, bool) != isinstance(value, bool) or (
-            not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int))
+            not isinstance(value, type(default))
+            and not (isinstance(default, float) and isinstance(value, int))
         ):
-            raise ConfigError(f"{source}: '{key}' = {value!r} should be a {type(default).__name__}.")
+            raise ConfigError(
+                f"{source}: '{key}' = {value!r} should be a {type(default).__name__}."
+            )
         config[key] = type(default)(value)
     config.lock()
     return config
@@ -230,14 +277,23 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if not ok(config[key]):
             raise ConfigError(f"{key} = {config[key]!r} is out of range; it must be {wanted}.")
     if config.num_processes and config.process_id >= config.num_processes:
-        raise ConfigError(f"process_id = {config.process_id} must be below num_processes = {config.num_processes} "
-                          "(processes are numbered 0..num_processes-1).")
+        raise ConfigError(
+            f"process_id = {config.process_id} must be below num_processes = {config.num_processes} "
+            "(processes are numbered 0..num_processes-1)."
+        )
     address = config.coordinator_address
-    if address and not (address.rpartition(":")[0] and address.rpartition(":")[2].isdigit()
-                        and 0 < int(address.rpartition(":")[2]) < 65536):
-        raise ConfigError(f"coordinator_address = {address!r} must be HOST:PORT, e.g. 10.0.0.1:1234.")
+    if address and not (
+        address.rpartition(":")[0]
+        and address.rpartition(":")[2].isdigit()
+        and 0 < int(address.rpartition(":")[2]) < 65536
+    ):
+        raise ConfigError(
+            f"coordinator_address = {address!r} must be HOST:PORT, e.g. 10.0.0.1:1234."
+        )
     if config.warmup_epochs > config.num_epochs:
-        raise ConfigError(f"warmup_epochs = {config.warmup_epochs} is longer than num_epochs = {config.num_epochs}.")
+        raise ConfigError(
+            f"warmup_epochs = {config.warmup_epochs} is longer than num_epochs = {config.num_epochs}."
+        )
     return config
 
 

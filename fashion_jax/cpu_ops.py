@@ -27,12 +27,16 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
     """
     b, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2, :].reshape(b, h // 2, 2, w // 2, 2, c)
-    return jnp.maximum(jnp.maximum(x[:, :, 0, :, 0], x[:, :, 0, :, 1]),
-                       jnp.maximum(x[:, :, 1, :, 0], x[:, :, 1, :, 1]))
+    return jnp.maximum(
+        jnp.maximum(x[:, :, 0, :, 0], x[:, :, 0, :, 1]),
+        jnp.maximum(x[:, :, 1, :, 0], x[:, :, 1, :, 1]),
+    )
 
 
 def _conv_valid(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
-    return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 @jax.custom_vjp
@@ -68,8 +72,12 @@ def conv_valid_im2col(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
     kh, kw, cin, cout = w.shape
     b, h, wd, _ = x.shape
     oh, ow = h - kh + 1, wd - kw + 1
-    patches = jnp.concatenate([x[:, i:i + oh, j:j + ow, :] for i in range(kh) for j in range(kw)], axis=-1)
-    return jnp.dot(patches.reshape(-1, kh * kw * cin), w.reshape(kh * kw * cin, cout)).reshape(b, oh, ow, cout)
+    patches = jnp.concatenate(
+        [x[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=-1
+    )
+    return jnp.dot(patches.reshape(-1, kh * kw * cin), w.reshape(kh * kw * cin, cout)).reshape(
+        b, oh, ow, cout
+    )
 
 
 def plain_max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fashion_jax.errors import DataError
+from fashion_jax.errors import ConfigError, DataError
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -83,10 +83,14 @@ def _read_idx_file(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.nd
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path} is not a readable gzip file ({e}); it is corrupt or truncated.\n{FIXES}") from None
+        raise DataError(
+            f"{path} is not a readable gzip file ({e}); it is corrupt or truncated.\n{FIXES}"
+        ) from None
     header_len = 4 * (1 + len(item_shape) + 1)
     if len(raw) < header_len:
-        raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than an IDX header.\n{FIXES}")
+        raise DataError(
+            f"{path} is truncated: {len(raw)} bytes, shorter than an IDX header.\n{FIXES}"
+        )
     found_magic, count, *dims = struct.unpack(f">{2 + len(item_shape)}I", raw[:header_len])
     if found_magic != magic or tuple(dims) != item_shape:
         raise DataError(
@@ -96,8 +100,10 @@ def _read_idx_file(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.nd
     expected = count * int(np.prod(item_shape, dtype=np.int64))
     body = raw[header_len:]
     if len(body) != expected:
-        raise DataError(f"{path} is truncated or padded: header says {count} items ({expected} bytes), "
-                        f"file holds {len(body)} bytes.\n{FIXES}")
+        raise DataError(
+            f"{path} is truncated or padded: header says {count} items ({expected} bytes), "
+            f"file holds {len(body)} bytes.\n{FIXES}"
+        )
     return np.frombuffer(body, np.uint8).reshape(count, *item_shape)
 
 
@@ -115,9 +121,13 @@ def read_idx(idx_dir: str | os.PathLike, split: str) -> Split:
     images = _read_idx_file(idx_dir / images_name, 2051, (28, 28))[..., None]
     labels = _read_idx_file(idx_dir / labels_name, 2049, ())
     if len(images) != len(labels):
-        raise DataError(f"{idx_dir}: {len(images)} {split} images but {len(labels)} labels.\n{FIXES}")
+        raise DataError(
+            f"{idx_dir}: {len(images)} {split} images but {len(labels)} labels.\n{FIXES}"
+        )
     if len(labels) and labels.max() >= NUM_CLASSES:
-        raise DataError(f"{idx_dir / labels_name} holds label {labels.max()}; labels are 0..9.\n{FIXES}")
+        raise DataError(
+            f"{idx_dir / labels_name} holds label {labels.max()}; labels are 0..9.\n{FIXES}"
+        )
     return Split(images, labels.astype(np.int32))
 
 
@@ -192,14 +202,18 @@ def prepare(data_dir: str | None, idx_dir: str | None = None, download: bool = T
         local.download_and_prepare()
         return tfds.builder("fashion_mnist", data_dir=data_dir)
     if idx_dir is not None or os.environ.get(IDX_DIR_ENV):
-        raise DataError(f"Fashion-MNIST IDX folder {idx_path} does not hold all four files "
-                        f"({', '.join(n for p in IDX_FILES.values() for n in p)}).\n{FIXES}")
+        raise DataError(
+            f"Fashion-MNIST IDX folder {idx_path} does not hold all four files "
+            f"({', '.join(n for p in IDX_FILES.values() for n in p)}).\n{FIXES}"
+        )
     if download and _network_answers():
         builder.download_and_prepare()
         return builder
     reason = "downloading is disabled" if not download else "the download server cannot be reached"
-    raise DataError(f"No Fashion-MNIST data: nothing prepared in the tfds data dir "
-                    f"({builder.data_dir}), no IDX files in {idx_path}, and {reason}.\n{FIXES}")
+    raise DataError(
+        f"No Fashion-MNIST data: nothing prepared in the tfds data dir "
+        f"({builder.data_dir}), no IDX files in {idx_path}, and {reason}.\n{FIXES}"
+    )
 
 
 def _builder_dir(data_dir: str | None) -> Path:
@@ -226,7 +240,10 @@ def _read_cache(builder_dir: Path) -> dict[str, Split] | None:
             splits = {s: Split(z[f"{s}_images"], z[f"{s}_labels"]) for s in ("train", "test")}
     except Exception:  # A damaged cache is only a missed shortcut: read the dataset instead.
         return None
-    if any(sp.images.shape[1:] != IMAGE_SHAPE or len(sp.images) != len(sp.labels) for sp in splits.values()):
+    if any(
+        sp.images.shape[1:] != IMAGE_SHAPE or len(sp.images) != len(sp.labels)
+        for sp in splits.values()
+    ):
         return None
     return splits
 
@@ -234,14 +251,21 @@ def _read_cache(builder_dir: Path) -> dict[str, Split] | None:
 def _write_cache(builder_dir: Path, splits: dict[str, Split]) -> None:
     tmp = builder_dir / f".{CACHE_NAME}.{os.getpid()}.tmp.npz"
     try:
-        np.savez(tmp, fingerprint=_fingerprint(builder_dir),
-                 **{f"{s}_{k}": getattr(sp, k) for s, sp in splits.items() for k in ("images", "labels")})
+        np.savez(
+            tmp,
+            fingerprint=_fingerprint(builder_dir),
+            **{
+                f"{s}_{k}": getattr(sp, k) for s, sp in splits.items() for k in ("images", "labels")
+            },
+        )
         tmp.replace(builder_dir / CACHE_NAME)
     except OSError:  # A read-only data dir: no cache, no harm.
         tmp.unlink(missing_ok=True)
 
 
-def load(data_dir: str | None = None, idx_dir: str | None = None, download: bool = True) -> dict[str, Split]:
+def load(
+    data_dir: str | None = None, idx_dir: str | None = None, download: bool = True
+) -> dict[str, Split]:
     """Loads the train and test splits of tfds `fashion_mnist` onto the host, in IDX order.
 
     Args:
@@ -268,8 +292,10 @@ def load(data_dir: str | None = None, idx_dir: str | None = None, download: bool
             ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
             batch = tfds.as_numpy(ds)
         except Exception as e:  # tfds/TF raise many types for damaged record files.
-            raise DataError(f"The prepared dataset in {builder.data_dir} cannot be read ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]}). Delete that folder to rebuild it.\n{FIXES}") from None
+            raise DataError(
+                f"The prepared dataset in {builder.data_dir} cannot be read ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}). Delete that folder to rebuild it.\n{FIXES}"
+            ) from None
         images, labels = batch["image"], batch["label"].astype(np.int32)
         order = _idx_order(split, len(labels))
         in_idx_order = Split(np.empty_like(images), np.empty_like(labels))
@@ -279,3 +305,35 @@ def load(data_dir: str | None = None, idx_dir: str | None = None, download: bool
     if Path(builder.data_dir) == _builder_dir(data_dir):
         _write_cache(_builder_dir(data_dir), splits)
     return splits
+
+
+def load_splits(config) -> dict[str, Split]:
+    """{"train", "test"[, "validation"]}: the tfds dataset, `validation_examples` held out from the
+    end of the training split, then the first `max_train_examples` of the rest. One process
+    prepares the tfds dataset while the others wait."""
+    source = (config.data_dir or None, config.idx_dir or None, config.download)
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        if jax.process_index() == 0:
+            prepare(*source)
+        multihost_utils.sync_global_devices("fashion_jax: dataset prepared")
+    splits = load(*source)
+    train, v = splits["train"], config.validation_examples
+    if v >= len(train.labels):
+        raise ConfigError(
+            f"validation_examples = {v} leaves no training data ({len(train.labels)} examples)."
+        )
+    cut = len(train.labels) - v
+    out = {
+        "train": Split(
+            train.images[:cut][: config.max_train_examples or None],
+            train.labels[:cut][: config.max_train_examples or None],
+        ),
+        "test": splits["test"],
+    }
+    if v:
+        out["validation"] = Split(train.images[cut:], train.labels[cut:])
+    return out

@@ -22,8 +22,15 @@ class Evaluator:
     expected on `state_sharding` (replicated over `mesh`).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray | None, batch_size: int, mesh,
-                 state_sharding, tta_flip: bool = False):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        batch_size: int,
+        mesh,
+        state_sharding,
+        tta_flip: bool = False,
+    ):
         n_dev = mesh.devices.size
         self.n = n = len(images)
         self.batch_size = bs = -(-min(batch_size, max(n, 1)) // n_dev) * n_dev
@@ -39,13 +46,22 @@ class Evaluator:
 
         def eval_batch(state, images, labels, index):
             start = index * bs
-            rows = lambda a: jax.lax.with_sharding_constraint(jax.lax.dynamic_slice_in_dim(a, start, bs), by_batch)
-            batch = {"image": rows(images), "label": rows(labels), "mask": rows(jnp.arange(len(labels)) < n)}
+            rows = lambda a: jax.lax.with_sharding_constraint(
+                jax.lax.dynamic_slice_in_dim(a, start, bs), by_batch
+            )
+            batch = {
+                "image": rows(images),
+                "label": rows(labels),
+                "mask": rows(jnp.arange(len(labels)) < n),
+            }
             logits = steps.predict_logits(state, batch["image"], tta_flip)
             return logits, steps.eval_step(state, batch, tta_flip=tta_flip)
 
-        self._fn = jax.jit(eval_batch, in_shardings=(state_sharding, None, None, None),
-                           out_shardings=sharding.replicated(mesh))
+        self._fn = jax.jit(
+            eval_batch,
+            in_shardings=(state_sharding, None, None, None),
+            out_shardings=sharding.replicated(mesh),
+        )
 
     def __call__(self, state) -> dict[str, float]:
         """{"loss": mean cross-entropy, "accuracy": fraction correct} over the whole split."""
@@ -56,11 +72,17 @@ class Evaluator:
         totals = jax.device_get(totals)
         if int(totals["count"]) != self.n:
             raise AssertionError(f"evaluated {int(totals['count'])} examples of {self.n}")
-        return {"loss": float(totals["loss_sum"]) / self.n, "accuracy": float(totals["correct"]) / self.n}
+        return {
+            "loss": float(totals["loss_sum"]) / self.n,
+            "accuracy": float(totals["correct"]) / self.n,
+        }
 
     def logits(self, state) -> np.ndarray:
         """Logits float32[N, 10] for every example, in order."""
-        out = [np.asarray(self._fn(state, self.images, self.labels, i)[0]) for i in range(self.num_batches)]
+        out = [
+            np.asarray(self._fn(state, self.images, self.labels, i)[0])
+            for i in range(self.num_batches)
+        ]
         return np.concatenate(out)[: self.n] if out else np.zeros((0, 10), np.float32)
 
 

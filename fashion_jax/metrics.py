@@ -12,7 +12,9 @@ step appears once, and clu writes no JSON lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,11 @@ def read(workdir: str | Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except ValueError:
             continue
-        if (isinstance(record, dict) and record.get("type") in ("train", "eval")
-                and isinstance(record.get("step"), int)):
+        if (
+            isinstance(record, dict)
+            and record.get("type") in ("train", "eval")
+            and isinstance(record.get("step"), int)
+        ):
             records[(record["type"], record["step"])] = record
     return sorted(records.values(), key=lambda r: (r["step"], r["type"] == "eval"))
 
@@ -60,7 +65,9 @@ class Writer:
             tmp.replace(self.path)
         from tensorboardX import SummaryWriter
 
-        self.tb = SummaryWriter(str(self.tb_dir), purge_step=step + 1 if step else None, flush_secs=30)
+        self.tb = SummaryWriter(
+            str(self.tb_dir), purge_step=step + 1 if step else None, flush_secs=30
+        )
         if not step:
             self.tb.add_text("config", "```\n" + config_lib.to_json(config) + "\n```", 0)
 
@@ -79,8 +86,14 @@ class Writer:
         """Records the hyper-parameters with the final test numbers, then closes."""
         if self.tb is None:
             return
-        hparams = {k: v for k, v in config.to_dict().items() if isinstance(v, (bool, int, float, str))}
-        final = {f"hparam/{k}": summary[k] for k in ("test_accuracy", "test_loss") if summary.get(k) is not None}
+        hparams = {
+            k: v for k, v in config.to_dict().items() if isinstance(v, (bool, int, float, str))
+        }
+        final = {
+            f"hparam/{k}": summary[k]
+            for k in ("test_accuracy", "test_loss")
+            if summary.get(k) is not None
+        }
         self.tb.add_hparams(hparams, final, name="hparams")
         self.close()
 
@@ -88,3 +101,50 @@ class Writer:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def summary(run, step: int, train_seconds: float) -> dict[str, Any]:
+    """summary.json: the final numbers of the state trained to `step` (not the config's plan), its
+    costs (`run.costs`) and the machine; `run` is a `train.Run`."""
+    history = [r for r in read(run.workdir) if r["type"] == "eval"] if run.is_main else []
+    import jax
+
+    last = history[-1] if history else {}
+    seconds = train_seconds
+    return {
+        "test_accuracy": last.get("test_accuracy"),
+        "test_loss": last.get("test_loss"),
+        "validation_accuracy": last.get("validation_accuracy"),
+        "epochs": step // run.steps_per_epoch
+        if step % run.steps_per_epoch == 0
+        else step / run.steps_per_epoch,
+        "steps": step,
+        "train_seconds": seconds,
+        "images_per_second": step * run.config.batch_size / seconds if seconds else None,
+        "params": run.costs["params"],
+        "forward_flops_per_image": run.costs["forward_flops"],
+        "train_flops_per_step": run.costs["train_step_flops"],
+        "train_flops_total": run.costs["train_step_flops"] * step
+        if run.costs["train_step_flops"]
+        else None,
+        "devices": run.mesh.devices.size,
+        "processes": jax.process_count(),
+        "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,
+        "versions": versions(),
+    }
+
+
+def mega(flops: float | None) -> str:
+    return f"{flops / 1e6:.1f}" if flops else "n/a"
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    out["python"] = sys.version.split()[0]
+    return out

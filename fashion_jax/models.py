@@ -121,7 +121,9 @@ class ResNetSmall(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
-        x = nn.Conv(self.widths[0], (3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(x - 0.286)
+        x = nn.Conv(self.widths[0], (3, 3), padding="SAME", use_bias=False, dtype=self.dtype)(
+            x - 0.286
+        )
         for stage, width in enumerate(self.widths):
             for block in range(self.blocks_per_stage):
                 strides = 2 if stage > 0 and block == 0 else 1
@@ -157,7 +159,9 @@ class ConvBlock(nn.Module):
         y = conv(x, kernel.astype(self.dtype))
         if self.pool:
             y = max_pool_2x2(y)
-        y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)(y)
+        y = nn.BatchNorm(
+            use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype
+        )(y)
         return nn.relu(y)
 
 
@@ -181,10 +185,14 @@ class ConvNet(nn.Module):
         """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
         x = x - 0.286  # The training set's mean pixel.
         for i, width in enumerate(self.widths):
-            x = ConvBlock(width, pool=True, bn_momentum=self.bn_momentum, dtype=self.dtype)(x, train)
+            x = ConvBlock(width, pool=True, bn_momentum=self.bn_momentum, dtype=self.dtype)(
+                x, train
+            )
             for after, extra_width in self.extra:
                 if after == i:
-                    x = ConvBlock(extra_width, bn_momentum=self.bn_momentum, dtype=self.dtype)(x, train)
+                    x = ConvBlock(extra_width, bn_momentum=self.bn_momentum, dtype=self.dtype)(
+                        x, train
+                    )
         x = x.max(axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
@@ -195,7 +203,9 @@ MODELS = {
     # time-to-accuracy model of experiments/fast.
     "fast_cnn": functools.partial(SeedCNN, features=(32, 32), hidden=128, hidden_relu=True),
     "plain_seed_cnn": PlainSeedCNN,
-    "plain_fast_cnn": functools.partial(PlainSeedCNN, features=(32, 32), hidden=128, hidden_relu=True),
+    "plain_fast_cnn": functools.partial(
+        PlainSeedCNN, features=(32, 32), hidden=128, hidden_relu=True
+    ),
     "resnet_small": ResNetSmall,
     # Accuracy per CPU-minute (benchmarks/NOTES.md, "Frontier"): ~7 and ~12 MFLOP per image.
     "convnet_s": functools.partial(ConvNet, widths=(24, 48, 96)),

@@ -11,8 +11,10 @@ import optax
 
 
 def _sgd(config, lr):
-    return optax.chain(optax.add_decayed_weights(config.weight_decay) if config.weight_decay else optax.identity(),
-                       optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov))
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay) if config.weight_decay else optax.identity(),
+        optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov),
+    )
 
 
 OPTIMIZERS = {
@@ -25,14 +27,20 @@ OPTIMIZERS = {
 SCHEDULES = {
     # Linear warm-up from 0, then cosine decay to 0.
     "cosine": lambda c, total, warmup: optax.warmup_cosine_decay_schedule(
-        0.0, c.learning_rate, warmup, total, end_value=0.0),
+        0.0, c.learning_rate, warmup, total, end_value=0.0
+    ),
     # Cosine up from lr/25 over the warm-up, then cosine down to ~0 (Smith's one-cycle).
     "onecycle": lambda c, total, warmup: optax.cosine_onecycle_schedule(
-        total, c.learning_rate, pct_start=max(warmup, 1) / total),
+        total, c.learning_rate, pct_start=max(warmup, 1) / total
+    ),
     # Linear up from 0 over the warm-up, then linear down to 0 (airbench's triangular schedule).
     "linear": lambda c, total, warmup: optax.join_schedules(
-        [optax.linear_schedule(0.0, c.learning_rate, max(warmup, 1)),
-         optax.linear_schedule(c.learning_rate, 0.0, max(total - warmup, 1))], [max(warmup, 1)]),
+        [
+            optax.linear_schedule(0.0, c.learning_rate, max(warmup, 1)),
+            optax.linear_schedule(c.learning_rate, 0.0, max(total - warmup, 1)),
+        ],
+        [max(warmup, 1)],
+    ),
 }
 
 

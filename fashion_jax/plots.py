@@ -44,9 +44,14 @@ def plot_curves(records: list[dict[str, Any]], path: str | Path) -> Path | None:
     for ax, metric, title in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
         pts = [(r["epoch"], r[metric]) for r in train if metric in r]
         if pts:
-            ax.plot(*zip(*pts), color="tab:blue", alpha=0.45, linewidth=1, label="train (per log step)")
-        for split, color, marker in (("train", "tab:blue", "o"), ("test", "tab:red", "s"),
-                                     ("validation", "tab:green", "^")):
+            ax.plot(
+                *zip(*pts), color="tab:blue", alpha=0.45, linewidth=1, label="train (per log step)"
+            )
+        for split, color, marker in (
+            ("train", "tab:blue", "o"),
+            ("test", "tab:red", "s"),
+            ("validation", "tab:green", "^"),
+        ):
             pts = [(r["epoch"], r[f"{split}_{metric}"]) for r in evals if f"{split}_{metric}" in r]
             if pts:
                 ax.plot(*zip(*pts), color=color, marker=marker, label=f"{split} (per epoch)")
@@ -72,12 +77,22 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names, path: str | Path) -> 
     ax.set_ylabel("true")
     total = int(matrix.sum())
     correct = int(np.trace(matrix))
-    ax.set_title(f"Confusion matrix: {correct}/{total} correct" + (f" ({correct / total:.2%})" if total else ""))
+    ax.set_title(
+        f"Confusion matrix: {correct}/{total} correct"
+        + (f" ({correct / total:.2%})" if total else "")
+    )
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(int(count)), ha="center", va="center", fontsize=7,
-                    color="white" if count > threshold else "black")
+            ax.text(
+                j,
+                i,
+                str(int(count)),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > threshold else "black",
+            )
     return _save(fig, Path(path))
 
 
@@ -94,17 +109,26 @@ def plot_per_class_accuracy(matrix: np.ndarray, class_names, path: str | Path) -
     ax.set_ylabel("test accuracy")
     overall = np.trace(matrix) / matrix.sum() if matrix.sum() else float("nan")
     if math.isfinite(overall):
-        ax.axhline(overall, color="tab:red", linestyle="--", linewidth=1, label=f"overall {overall:.2%}")
+        ax.axhline(
+            overall, color="tab:red", linestyle="--", linewidth=1, label=f"overall {overall:.2%}"
+        )
         ax.legend(fontsize=8, loc="lower right")
     for bar, acc, n in zip(bars, accuracy, totals):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01,
-                f"{acc:.1%}" if n else "n/a", ha="center", va="bottom", fontsize=7)
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height() + 0.01,
+            f"{acc:.1%}" if n else "n/a",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_title("Per-class test accuracy")
     return _save(fig, Path(path))
 
 
-def plot_samples(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, class_names,
-                 path: str | Path) -> Path:
+def plot_samples(
+    images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, class_names, path: str | Path
+) -> Path:
     """Draws `images` uint8[N, 28, 28, 1] in a grid titled "predicted / true"; mistakes in red."""
     n = len(images)
     cols = min(6, max(n, 1))
@@ -116,8 +140,11 @@ def plot_samples(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray
     for ax, image, true, pred in zip(axes, images, labels, predictions):
         wrong = int(pred) != int(true)
         ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{class_names[int(pred)]}\n({class_names[int(true)]})", fontsize=7,
-                     color="red" if wrong else "black")
+        ax.set_title(
+            f"{class_names[int(pred)]}\n({class_names[int(true)]})",
+            fontsize=7,
+            color="red" if wrong else "black",
+        )
         if wrong:
             for spine in ax.spines.values():
                 spine.set_visible(True)
@@ -137,9 +164,15 @@ def plot_comparison(rows: list[dict[str, Any]], path: str | Path) -> Path:
     axes = fig.subplots(1, 2)
     for row in rows:
         epochs = [r["epoch"] for r in row["evals"]]
-        axes[0].plot(epochs, [r["test_accuracy"] for r in row["evals"]], marker="o", label=row["workdir"])
-        axes[1].plot(epochs, [r.get("test_loss", float("nan")) for r in row["evals"]], marker="o",
-                     label=row["workdir"])
+        axes[0].plot(
+            epochs, [r["test_accuracy"] for r in row["evals"]], marker="o", label=row["workdir"]
+        )
+        axes[1].plot(
+            epochs,
+            [r.get("test_loss", float("nan")) for r in row["evals"]],
+            marker="o",
+            label=row["workdir"],
+        )
     for ax, title in zip(axes, ("Test accuracy", "Test loss")):
         ax.set_xlabel("epoch")
         ax.set_title(title)

@@ -45,10 +45,14 @@ def load_image_file(path: str | Path) -> np.ndarray:
             im.load()
             grey = np.asarray(im.convert("L"), dtype=np.float32)
     except Image.DecompressionBombError as e:
-        raise UserError(f"{path} is too large to open safely ({e}). Give a smaller image.") from None
+        raise UserError(
+            f"{path} is too large to open safely ({e}). Give a smaller image."
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"{path} is not an image this tool can read ({type(e).__name__}); "
-                        "give a PNG or JPEG file.") from None
+        raise UserError(
+            f"{path} is not an image this tool can read ({type(e).__name__}); "
+            "give a PNG or JPEG file."
+        ) from None
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if border.mean() > 127:
         grey = 255.0 - grey
@@ -58,14 +62,16 @@ def load_image_file(path: str | Path) -> np.ndarray:
         grey *= 255.0 / grey.max()
     rows, cols = np.nonzero(grey > 25)
     if len(rows):
-        grey = grey[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+        grey = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = grey.shape
     scale = 28.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = np.asarray(Image.fromarray(grey.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS))
+    small = np.asarray(
+        Image.fromarray(grey.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    )
     out = np.zeros((28, 28), np.uint8)
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
-    out[top: top + small.shape[0], left: left + small.shape[1]] = small
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return out[..., None]
 
 
@@ -74,7 +80,9 @@ def check_output(path: Path) -> None:
     if path.suffix.lower() != ".png":
         raise UserError(f"--output {path} must end in .png.")
     if not path.parent.is_dir():
-        raise UserError(f"--output {path}: the folder {path.parent} does not exist. Create it first.")
+        raise UserError(
+            f"--output {path}: the folder {path.parent} does not exist. Create it first."
+        )
     if path.is_dir():
         raise UserError(f"--output {path} is a folder; give a file name ending in .png.")
 
@@ -95,12 +103,57 @@ def save_figure(image: np.ndarray, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def predict_test_images(
+    config, state, indices: list[int], out_dir: Path, output: str | None
+) -> None:
+    """Prints and draws the prediction for each test image in `indices` (IDX order)."""
+    test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
+    for i in indices:
+        if not 0 <= i < len(test.labels):
+            raise DataError(
+                f"--index {i} is out of range: the test set has {len(test.labels)} "
+                f"images, 0..{len(test.labels) - 1}."
+            )
+    names = data.CLASS_NAMES
+    for i, p in zip(indices, probabilities(state, test.images[indices], config)):
+        pred, true = int(p.argmax()), int(test.labels[i])
+        path = Path(output) if output and len(indices) == 1 else out_dir / f"test_{i}.png"
+        out_dir.mkdir(exist_ok=True)
+        title = f"predicted: {names[pred]} ({p[pred]:.1%})\ntrue: {names[true]}"
+        save_figure(test.images[i], title, path)
+        print(
+            f"test image {i}: predicted {names[pred]} (p={p[pred]:.3f}), true {names[true]} -> {path}"
+        )
+
+
+def predict_files(config, state, files: list[str], out_dir: Path) -> None:
+    """Prints the top 3 classes of each image file and draws it as the network sees it."""
+    images = np.stack([load_image_file(p) for p in files])
+    names = data.CLASS_NAMES
+    for file, image, p in zip(files, images, probabilities(state, images, config)):
+        top = np.argsort(p)[::-1][:3]
+        ranked = ", ".join(f"{names[k]} {p[k]:.3f}" for k in top)
+        path = out_dir / f"{Path(file).stem}.png"
+        out_dir.mkdir(exist_ok=True)
+        save_figure(image, f"{Path(file).name}\npredicted: {names[top[0]]} ({p[top[0]]:.1%})", path)
+        print(f"{file}: {ranked} -> {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fashion_jax.predict", description=__doc__.split("\n\n")[0])
+    """Command-line entry point; returns the exit status (2 for a user error)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fashion_jax.predict", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--index", type=int, action="append",
-                        help="test image index, IDX order (0 is an Ankle boot); repeatable")
-    parser.add_argument("--output", default=None, help="PNG path (default: WORKDIR/predictions/...)")
+    parser.add_argument(
+        "--index",
+        type=int,
+        action="append",
+        help="test image index, IDX order (0 is an Ankle boot); repeatable",
+    )
+    parser.add_argument(
+        "--output", default=None, help="PNG path (default: WORKDIR/predictions/...)"
+    )
     parser.add_argument("images", nargs="*", help="image files (PNG/JPEG) to classify")
     args = parser.parse_args(argv)
     if not args.index and not args.images:
@@ -111,35 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         config, state = load_trained(args.workdir)
         out_dir = Path(args.workdir) / workdir_lib.PREDICTIONS
         if out_dir.exists() and not out_dir.is_dir():
-            raise UserError(f"{out_dir} is a file, but predictions are written into a folder there. "
-                            "Move it away, or pass --output FILE.PNG.")
+            raise UserError(
+                f"{out_dir} is a file, but predictions are written into a folder there. "
+                "Move it away, or pass --output FILE.PNG."
+            )
         if args.index:
-            test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
-            for i in args.index:
-                if not 0 <= i < len(test.labels):
-                    raise DataError(f"--index {i} is out of range: the test set has {len(test.labels)} "
-                                    f"images, 0..{len(test.labels) - 1}.")
-            probs = probabilities(state, test.images[args.index], config)
-            for i, p in zip(args.index, probs):
-                pred, true = int(p.argmax()), int(test.labels[i])
-                line = (f"test image {i}: predicted {data.CLASS_NAMES[pred]} (p={p[pred]:.3f}), "
-                        f"true {data.CLASS_NAMES[true]}")
-                path = Path(args.output) if args.output and len(args.index) == 1 else out_dir / f"test_{i}.png"
-                out_dir.mkdir(exist_ok=True)
-                save_figure(test.images[i], f"predicted: {data.CLASS_NAMES[pred]} ({p[pred]:.1%})\n"
-                                            f"true: {data.CLASS_NAMES[true]}", path)
-                print(f"{line} -> {path}")
+            predict_test_images(config, state, args.index, out_dir, args.output)
         if args.images:
-            images = np.stack([load_image_file(p) for p in args.images])
-            probs = probabilities(state, images, config)
-            for file, image, p in zip(args.images, images, probs):
-                top = np.argsort(p)[::-1][:3]
-                ranked = ", ".join(f"{data.CLASS_NAMES[k]} {p[k]:.3f}" for k in top)
-                path = out_dir / f"{Path(file).stem}.png"
-                out_dir.mkdir(exist_ok=True)
-                save_figure(image, f"{Path(file).name}\npredicted: {data.CLASS_NAMES[top[0]]} "
-                                   f"({p[top[0]]:.1%})", path)
-                print(f"{file}: {ranked} -> {path}")
+            predict_files(config, state, args.images, out_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -56,8 +56,6 @@ class StopFlag:
             self.signum = int(np.max(flags))
         return bool(np.any(flags))
 
-    def check(self, step: int, sync_point: bool, save) -> None:
-        """If a stop is requested: calls `save()` (which must wait for the write), raises Preempted."""
-        if self.requested(sync_point):
-            save()
-            raise Preempted(self.signum or signal.SIGTERM, step)
+    def preempted(self, step: int) -> Preempted:
+        """The exception to raise after saving at `step` because a stop was requested."""
+        return Preempted(self.signum or signal.SIGTERM, step)

@@ -17,6 +17,7 @@ from fashion_jax import sharding
 from fashion_jax.errors import ConfigError, UserError
 from fashion_jax.preemption import Preempted
 
+
 def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """Separates `--config.KEY=VALUE` (or `--config.KEY VALUE`) overrides from the other flags."""
     overrides: dict[str, str] = {}
@@ -24,7 +25,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     args_iter = iter(argv)
     for arg in args_iter:
         if arg.startswith("--config."):
-            key, sep, value = arg[len("--config."):].partition("=")
+            key, sep, value = arg[len("--config.") :].partition("=")
             if not sep:
                 value = next(args_iter, None)
                 if value is None:
@@ -40,11 +41,19 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     parser = argparse.ArgumentParser(
         prog="python -m fashion_jax.run",
         description="Train and evaluate a Fashion-MNIST classifier in WORKDIR (resumes if it holds a run).",
-        epilog="Override any config value with --config.KEY=VALUE, e.g. --config.num_epochs=2.")
-    parser.add_argument("--workdir", required=True, help="output folder; WORKDIR/config.py is the config if present")
-    parser.add_argument("--config", default=None, help="experiment config file (default: WORKDIR/config.py)")
-    parser.add_argument("--restart", action="store_true",
-                        help="start afresh: move the workdir's previous outputs into a backup folder first")
+        epilog="Override any config value with --config.KEY=VALUE, e.g. --config.num_epochs=2.",
+    )
+    parser.add_argument(
+        "--workdir", required=True, help="output folder; WORKDIR/config.py is the config if present"
+    )
+    parser.add_argument(
+        "--config", default=None, help="experiment config file (default: WORKDIR/config.py)"
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start afresh: move the workdir's previous outputs into a backup folder first",
+    )
     rest, overrides = split_overrides(argv)
     return parser.parse_args(rest), overrides
 
@@ -73,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = train_and_evaluate(config, args.workdir, restart=args.restart)
     except Preempted as p:
         name = signal.Signals(p.signum).name
-        print(f"\n{name} received: saved the checkpoint at step {p.step} in {args.workdir}/checkpoints. "
-              f"Resume with the same command: python -m fashion_jax.run {' '.join(argv)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n{name} received: saved the checkpoint at step {p.step} in {args.workdir}/checkpoints. "
+            f"Resume with the same command: python -m fashion_jax.run {' '.join(argv)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 128 + p.signum
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
@@ -83,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     if jax.process_index() == 0 and summary["test_accuracy"] is not None:
-        print(f"test loss {summary['test_loss']:.4f}, test accuracy {summary['test_accuracy']:.4f} "
-              f"({summary['train_seconds']:.1f} s training) -> {Path(args.workdir) / 'summary.json'}", flush=True)
+        print(
+            f"test loss {summary['test_loss']:.4f}, test accuracy {summary['test_accuracy']:.4f} "
+            f"({summary['train_seconds']:.1f} s training) -> {Path(args.workdir) / 'summary.json'}",
+            flush=True,
+        )
     return 0
 
 

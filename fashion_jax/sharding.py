@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from fashion_jax.errors import ConfigError
 
@@ -54,8 +55,10 @@ def check_batch_size(name: str, batch_size: int, mesh: Mesh) -> None:
     if batch_size % n:
         lower, upper = batch_size // n * n, (batch_size // n + 1) * n
         options = f"{lower} or {upper}" if lower else f"{upper}"
-        raise ConfigError(f"{name} = {batch_size} does not split evenly over {n} devices; "
-                          f"use a multiple of {n} (for example {options}).")
+        raise ConfigError(
+            f"{name} = {batch_size} does not split evenly over {n} devices; "
+            f"use a multiple of {n} (for example {options})."
+        )
 
 
 def put_replicated(array: np.ndarray, mesh: Mesh) -> jax.Array:

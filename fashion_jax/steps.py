@@ -55,8 +55,13 @@ def create_train_state(rng: jax.Array, config, total_steps: int | None = None) -
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     ema = {"params": params, "batch_stats": batch_stats} if config.ema_decay > 0 else None
     return TrainState.create(
-        apply_fn=model.apply, params=params, tx=optimizers.make_optimizer(config, total_steps),
-        batch_stats=batch_stats, ema=jax.tree.map(jnp.copy, ema), ema_decay=float(config.ema_decay))
+        apply_fn=model.apply,
+        params=params,
+        tx=optimizers.make_optimizer(config, total_steps),
+        batch_stats=batch_stats,
+        ema=jax.tree.map(jnp.copy, ema),
+        ema_decay=float(config.ema_decay),
+    )
 
 
 def ema_decay_at(decay: float, step: jnp.ndarray) -> jnp.ndarray:
@@ -77,7 +82,9 @@ def update_ema(state: TrainState) -> TrainState:
     return state.replace(ema=jax.tree.map(lambda e, p: d * e + (1 - d) * p, state.ema, live))
 
 
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0) -> jnp.ndarray:
+def cross_entropy(
+    logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0
+) -> jnp.ndarray:
     """Per-example softmax cross-entropy: logits float32[B, C], labels int32[B] -> float32[B]."""
     if label_smoothing:
         num_classes = logits.shape[-1]
@@ -91,8 +98,14 @@ def train_options(config) -> dict[str, Any]:
     return {"label_smoothing": config.label_smoothing, "augmentations": augment.from_config(config)}
 
 
-def train_step(state: TrainState, batch: dict[str, jnp.ndarray], rng: jax.Array | None = None, *,
-               label_smoothing: float = 0.0, augmentations: tuple = ()) -> tuple[TrainState, dict[str, Any]]:
+def train_step(
+    state: TrainState,
+    batch: dict[str, jnp.ndarray],
+    rng: jax.Array | None = None,
+    *,
+    label_smoothing: float = 0.0,
+    augmentations: tuple = (),
+) -> tuple[TrainState, dict[str, Any]]:
     """One optimizer step on the mean cross-entropy of `batch`.
 
     rng: a PRNG key for this step (the runner passes `fold_in(key, state.step)`), split into the
@@ -112,8 +125,13 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], rng: jax.Array 
         raise ValueError("train_step: augmentations need an rng key")
 
     def loss_fn(params):
-        logits, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, images,
-                                         train=True, mutable=["batch_stats"], rngs=rngs)
+        logits, updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs=rngs,
+        )
         loss = cross_entropy(logits, batch["label"], label_smoothing).mean()
         return loss, (logits, updates.get("batch_stats", {}))
 
@@ -130,7 +148,11 @@ def predict_logits(state: TrainState, images: jnp.ndarray, tta_flip: bool = Fals
 
     tta_flip: average the log-probabilities of each image and its mirror image.
     """
-    variables = state.ema if state.ema is not None else {"params": state.params, "batch_stats": state.batch_stats}
+    variables = (
+        state.ema
+        if state.ema is not None
+        else {"params": state.params, "batch_stats": state.batch_stats}
+    )
     apply = lambda x: state.apply_fn(variables, x, train=False)
     x = normalize(images)
     if not tta_flip:
@@ -138,7 +160,9 @@ def predict_logits(state: TrainState, images: jnp.ndarray, tta_flip: bool = Fals
     return (jax.nn.log_softmax(apply(x)) + jax.nn.log_softmax(apply(x[:, :, ::-1, :]))) / 2
 
 
-def eval_step(state: TrainState, batch: dict[str, jnp.ndarray], *, tta_flip: bool = False) -> dict[str, jnp.ndarray]:
+def eval_step(
+    state: TrainState, batch: dict[str, jnp.ndarray], *, tta_flip: bool = False
+) -> dict[str, jnp.ndarray]:
     """Sums over the unmasked examples of `batch`.
 
     Returns {"loss_sum": float32[], "correct": int32[], "count": int32[]}; add them over batches

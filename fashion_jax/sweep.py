@@ -27,7 +27,7 @@ SWEEP_FILE = "sweep.json"
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"0,1,2" or "0-4" -> [0, 1, 2] / [0, 1, 2, 3, 4]."""
+    """ "0,1,2" or "0-4" -> [0, 1, 2] / [0, 1, 2, 3, 4]."""
     try:
         if "-" in text:
             lo, hi = text.split("-")
@@ -61,10 +61,14 @@ def run_seed(config, workdir: Path) -> dict:
         summary = train_and_evaluate(config, workdir)
         summary["wall_seconds"] = time.perf_counter() - start
         (workdir / workdir_lib.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    return {"seed": config.seed, "test_accuracy": summary["test_accuracy"],
-            "validation_accuracy": summary.get("validation_accuracy"),
-            "train_seconds": summary["train_seconds"], "wall_seconds": summary.get("wall_seconds"),
-            "train_flops_total": summary.get("train_flops_total")}
+    return {
+        "seed": config.seed,
+        "test_accuracy": summary["test_accuracy"],
+        "validation_accuracy": summary.get("validation_accuracy"),
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": summary.get("wall_seconds"),
+        "train_flops_total": summary.get("train_flops_total"),
+    }
 
 
 def mean_std(values) -> tuple[float | None, float | None]:
@@ -77,8 +81,11 @@ def mean_std(values) -> tuple[float | None, float | None]:
 def table(rows: list[dict]) -> str:
     fmt = lambda v, f: "n/a" if v is None else format(v, f)
     lines = ["| seed | test acc | val acc | train s | wall s |", "|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['seed']} | {fmt(r['test_accuracy'], '.4f')} | {fmt(r['validation_accuracy'], '.4f')} | "
-              f"{fmt(r['train_seconds'], '.1f')} | {fmt(r['wall_seconds'], '.1f')} |" for r in rows]
+    lines += [
+        f"| {r['seed']} | {fmt(r['test_accuracy'], '.4f')} | {fmt(r['validation_accuracy'], '.4f')} | "
+        f"{fmt(r['train_seconds'], '.1f')} | {fmt(r['wall_seconds'], '.1f')} |"
+        for r in rows
+    ]
     for key, f in (("test_accuracy", ".4f"), ("wall_seconds", ".1f"), ("train_seconds", ".1f")):
         m, s = mean_std(r[key] for r in rows)
         lines.append(f"\n{key}: {fmt(m, f)} ± {fmt(s, f)} over {len(rows)} seed(s)")
@@ -87,7 +94,9 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m fashion_jax.sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fashion_jax.sweep", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--workdir", required=True, help="the experiment's folder (its config.py)")
     parser.add_argument("--seeds", default="0,1,2", help="e.g. 0,1,2 or 0-4 (default 0,1,2)")
     parser.add_argument("--config", default=None, help="config file (default: WORKDIR/config.py)")
@@ -111,9 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     m, s = mean_std(r["test_accuracy"] for r in rows)
     wm, ws = mean_std(r["wall_seconds"] for r in rows)
-    (Path(args.workdir) / SWEEP_FILE).write_text(json.dumps(
-        {"seeds": rows, "test_accuracy_mean": m, "test_accuracy_std": s,
-         "wall_seconds_mean": wm, "wall_seconds_std": ws}, indent=2) + "\n")
+    (Path(args.workdir) / SWEEP_FILE).write_text(
+        json.dumps(
+            {
+                "seeds": rows,
+                "test_accuracy_mean": m,
+                "test_accuracy_std": s,
+                "wall_seconds_mean": wm,
+                "wall_seconds_std": ws,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -22,16 +22,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fashion_jax import checkpoints, data, sharding, steps
+from fashion_jax import checkpoints, data, programs, sharding, steps
 from fashion_jax import config as config_lib
 from fashion_jax import metrics as metrics_lib
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
 from fashion_jax.evaluate import Evaluator
 from fashion_jax.preemption import StopFlag
-
-DEFAULT_STEPS_PER_CALL = {"cpu": 1}  # Other platforms (gpu, tpu): ACCELERATOR_STEPS_PER_CALL.
-ACCELERATOR_STEPS_PER_CALL = 100
 
 
 @dataclasses.dataclass
@@ -68,88 +65,6 @@ class LoopState:
         return means
 
 
-def steps_per_call(config, platform: str) -> int:
-    """Train steps per dispatch: the config's, or by platform (1 on CPU, where a step costs
-    milliseconds; 100 on accelerators, where Python's per-call overhead would idle the device)."""
-    return config.steps_per_call or DEFAULT_STEPS_PER_CALL.get(platform, ACCELERATOR_STEPS_PER_CALL)
-
-
-def load_splits(config) -> dict[str, data.Split]:
-    """{"train", "test"[, "validation"]}: the tfds dataset, `validation_examples` held out from the
-    end of the training split, then the first `max_train_examples` of the rest. One process
-    prepares the tfds dataset while the others wait."""
-    source = (config.data_dir or None, config.idx_dir or None, config.download)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        if jax.process_index() == 0:
-            data.prepare(*source)
-        multihost_utils.sync_global_devices("fashion_jax: dataset prepared")
-    splits = data.load(*source)
-    train, v = splits["train"], config.validation_examples
-    if v >= len(train.labels):
-        raise ConfigError(f"validation_examples = {v} leaves no training data ({len(train.labels)} examples).")
-    cut = len(train.labels) - v
-    out = {"train": data.Split(train.images[:cut][: config.max_train_examples or None],
-                               train.labels[:cut][: config.max_train_examples or None]),
-           "test": splits["test"]}
-    if v:
-        out["validation"] = data.Split(train.images[cut:], train.labels[cut:])
-    return out
-
-
-def make_train_chunk(config, mesh, batch_size: int, step_key: jax.Array, k: int):
-    """The compiled `(state, window, images, labels, perm, index, n) -> (state, window)`: `n` train
-    steps (1 <= n <= k) from batch `index` of the epoch's permutation `perm`, each on the batch
-    gathered from the device-resident `images`/`labels`. `window` accumulates the loss and
-    accuracy sums and the first step whose loss is not finite, on the device."""
-    repl, by_batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    options = steps.train_options(config)
-
-    def one_step(index, state, window, images, labels, perm):
-        idx = jax.lax.with_sharding_constraint(
-            jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size), by_batch)
-        batch = {"image": images[idx], "label": labels[idx]}
-        new_state, m = steps.train_step(state, batch, jax.random.fold_in(step_key, state.step), **options)
-        bad = (window["first_bad_step"] < 0) & ~jnp.isfinite(m["loss"])
-        return new_state, {"loss": window["loss"] + m["loss"], "accuracy": window["accuracy"] + m["accuracy"],
-                           "first_bad_step": jnp.where(bad, state.step + 1, window["first_bad_step"])}
-
-    def chunk(state, window, images, labels, perm, index, n):
-        if k == 1:  # One step per call: no loop in the program (fastest on CPU).
-            return one_step(index, state, window, images, labels, perm)
-        body = lambda i, carry: one_step(index + i, *carry, images, labels, perm)
-        return jax.lax.fori_loop(0, n, body, (state, window))
-
-    return jax.jit(chunk, in_shardings=(repl, repl, repl, repl, repl, None, None),
-                   out_shardings=(repl, repl), donate_argnums=(0, 1))
-
-
-def new_window(mesh, loop: LoopState):
-    """The device-side window sums, starting from the loop's (a resumed window continues)."""
-    return jax.device_put({"loss": jnp.float32(loop.window_loss), "accuracy": jnp.float32(loop.window_accuracy),
-                           "first_bad_step": jnp.int32(-1)}, sharding.replicated(mesh))
-
-
-def _flops(compiled) -> float | None:
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else {}
-    flops = (analysis or {}).get("flops")
-    return float(flops) if flops and flops > 0 else None
-
-
-def model_costs(config, compiled_train_step) -> dict[str, Any]:
-    """{"params": count, "forward_flops": per image (eval mode), "train_step_flops": per step of
-    the global batch}, FLOPs from XLA's cost analysis of the compiled programs."""
-    state = jax.eval_shape(functools.partial(steps.create_train_state, config=config, total_steps=1),
-                           jax.random.key(0))
-    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8)
-    forward = jax.jit(steps.predict_logits).lower(state, x).compile()
-    return {"params": int(sum(p.size for p in jax.tree.leaves(state.params))),
-            "forward_flops": _flops(forward), "train_step_flops": _flops(compiled_train_step)}
-
-
 def chunk_length(step: int, epoch_end: int, config, k: int) -> int:
     """Steps until the next boundary: the epoch's end, a log step or a checkpoint step, at most k."""
     nxt = [epoch_end, step + k, (step // config.log_every_steps + 1) * config.log_every_steps]
@@ -167,31 +82,54 @@ class Run:
         self.is_main = jax.process_index() == 0
         self.steps_per_epoch = len(splits["train"].labels) // config.batch_size
         self.total_steps = total_steps
-        self.k = steps_per_call(config, jax.devices()[0].platform)
+        self.k = programs.steps_per_call(config, jax.devices()[0].platform)
         # Simulated CPU devices share the host's cores: with many programs in flight their
         # collectives can starve each other past XLA's rendezvous timeout. Wait for each call there.
         self.sync_each_call = jax.devices()[0].platform == "cpu" and mesh.devices.size > 1
         repl = sharding.replicated(mesh)
         init_key, self.step_key, data_key = jax.random.split(jax.random.key(config.seed), 3)
-        self.init = functools.partial(jax.jit(functools.partial(
-            steps.create_train_state, config=config, total_steps=total_steps), out_shardings=repl), init_key)
+        self.init = functools.partial(
+            jax.jit(
+                functools.partial(steps.create_train_state, config=config, total_steps=total_steps),
+                out_shardings=repl,
+            ),
+            init_key,
+        )
         self.abstract_state = jax.eval_shape(self.init)
-        self.abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
-                                           self.abstract_state)
+        self.abstract_state = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), self.abstract_state
+        )
         n_train = len(splits["train"].labels)
-        self.epoch_perm = jax.jit(lambda epoch: jax.random.permutation(
-            jax.random.fold_in(data_key, epoch), n_train), out_shardings=repl)
+        self.epoch_perm = jax.jit(
+            lambda epoch: jax.random.permutation(jax.random.fold_in(data_key, epoch), n_train),
+            out_shardings=repl,
+        )
         self.images = sharding.put_replicated(splits["train"].images, mesh)
         self.labels = sharding.put_replicated(splits["train"].labels, mesh)
         # Compiled ahead of time, so XLA's cost analysis of the very program that runs gives the
         # FLOPs of a train step (the loop body, for k > 1) without a second compilation.
-        self.train_chunk = make_train_chunk(config, mesh, config.batch_size, self.step_key, self.k).lower(
-            self.abstract_state, new_window(mesh, LoopState()), self.images, self.labels,
-            jax.ShapeDtypeStruct((n_train,), jnp.int32, sharding=repl), 0, 1).compile()
-        self.costs = model_costs(config, self.train_chunk)
-        self.evaluators = {name: Evaluator(s.images, s.labels, config.eval_batch_size, mesh, repl, config.tta_flip)
-                           for name, s in splits.items() if name != "train"}
-        self.ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, config_lib.state_structure(config))
+        self.train_chunk = (
+            programs.make_train_chunk(config, mesh, config.batch_size, self.step_key, self.k)
+            .lower(
+                self.abstract_state,
+                programs.new_window(mesh),
+                self.images,
+                self.labels,
+                jax.ShapeDtypeStruct((n_train,), jnp.int32, sharding=repl),
+                0,
+                1,
+            )
+            .compile()
+        )
+        self.costs = programs.model_costs(config, self.train_chunk)
+        self.evaluators = {
+            name: Evaluator(s.images, s.labels, config.eval_batch_size, mesh, repl, config.tta_flip)
+            for name, s in splits.items()
+            if name != "train"
+        }
+        self.ckpt = checkpoints.Checkpoints(
+            workdir, config.keep_checkpoints, config_lib.state_structure(config)
+        )
         self.writer = metrics_lib.Writer(workdir, self.is_main)
 
     def fetch_window(self, window, loop: LoopState, step: int) -> None:
@@ -204,14 +142,19 @@ class Run:
             raise NonFiniteLossError(
                 f"The training loss became non-finite (NaN or inf) at step {bad}; the run stopped. "
                 f"The last finite checkpoint is at step {good[-1] if good else 'none'}. Lower the "
-                "learning rate or check the data, then rerun with --restart (or resume as is).")
+                "learning rate or check the data, then rerun with --restart (or resume as is)."
+            )
         loop.window_loss, loop.window_accuracy = float(host["loss"]), float(host["accuracy"])
 
-    def save(self, state, window, loop: LoopState, step: int, best: dict | None = None, wait=False) -> None:
+    def save(
+        self, state, window, loop: LoopState, step: int, best: dict | None = None, wait=False
+    ) -> None:
         """Saves `state` and the loop at `step` (asynchronously unless `wait`)."""
         self.fetch_window(window, loop, step)
         if not bool(jax.device_get(checkpoints.all_finite(state).addressable_data(0))):
-            raise NonFiniteLossError(f"The train state holds NaN or inf at step {step}; it was not saved.")
+            raise NonFiniteLossError(
+                f"The train state holds NaN or inf at step {step}; it was not saved."
+            )
         self.ckpt.save(step, state, {"loop": dataclasses.asdict(loop)}, metrics=best)
         if wait:
             self.ckpt.wait()
@@ -227,7 +170,8 @@ class Run:
             raise CheckpointError(
                 f"{self.workdir} holds a run trained for {step} steps ({step / self.steps_per_epoch:g} epochs), "
                 f"more than num_epochs = {self.config.num_epochs} allows ({self.total_steps} steps). Ask for at "
-                "least as many epochs as were trained, or pass --restart to start afresh.")
+                "least as many epochs as were trained, or pass --restart to start afresh."
+            )
         print(f"Resuming from the checkpoint at step {step} in {self.ckpt.directory}.", flush=True)
         return state, LoopState.from_meta(meta)
 
@@ -239,23 +183,43 @@ class Run:
         loss, accuracy = loop.close_window()
         ips = images / max(seconds, 1e-9)
         loop.train_seconds += seconds
-        self.writer.write({"type": "train", "step": step, "epoch": step / self.steps_per_epoch,
-                           "loss": loss, "accuracy": accuracy, "images_per_second": ips})
+        self.writer.write(
+            {
+                "type": "train",
+                "step": step,
+                "epoch": step / self.steps_per_epoch,
+                "loss": loss,
+                "accuracy": accuracy,
+                "images_per_second": ips,
+            }
+        )
         if bar is not None:
-            bar.set_postfix(loss=f"{loop.epoch_loss / loop.epoch_steps:.4f}",
-                            acc=f"{loop.epoch_accuracy / loop.epoch_steps:.4f}", img_s=f"{ips:.0f}")
+            bar.set_postfix(
+                loss=f"{loop.epoch_loss / loop.epoch_steps:.4f}",
+                acc=f"{loop.epoch_accuracy / loop.epoch_steps:.4f}",
+                img_s=f"{ips:.0f}",
+            )
 
-    def evaluate(self, state, loop: LoopState, step: int, epoch: int, seconds: float) -> dict[str, Any]:
+    def evaluate(
+        self, state, loop: LoopState, step: int, epoch: int, seconds: float
+    ) -> dict[str, Any]:
         """Evaluates every held-out split, writes the "eval" record, resets the epoch sums."""
-        record = {"type": "eval", "step": step, "epoch": epoch,
-                  "train_loss": loop.epoch_loss / max(loop.epoch_steps, 1),
-                  "train_accuracy": loop.epoch_accuracy / max(loop.epoch_steps, 1), "epoch_seconds": seconds}
+        record = {
+            "type": "eval",
+            "step": step,
+            "epoch": epoch,
+            "train_loss": loop.epoch_loss / max(loop.epoch_steps, 1),
+            "train_accuracy": loop.epoch_accuracy / max(loop.epoch_steps, 1),
+            "epoch_seconds": seconds,
+        }
         for name, evaluator in self.evaluators.items():
             r = evaluator(state)
             record[f"{name}_loss"], record[f"{name}_accuracy"] = r["loss"], r["accuracy"]
         self.writer.write(record)
         if self.is_main:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("_loss", "_accuracy")))
+            shown = ", ".join(
+                f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("_loss", "_accuracy"))
+            )
             print(f"epoch {epoch}/{self.config.num_epochs}: {shown} ({seconds:.1f} s)", flush=True)
         loop.epoch_loss = loop.epoch_accuracy = 0.0
         loop.epoch_steps = 0
@@ -272,7 +236,9 @@ def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int,
     t_window, images_window = time.perf_counter(), 0
     while step < epoch_end:
         n = chunk_length(step, epoch_end, config, run.k)
-        state, window = run.train_chunk(state, window, run.images, run.labels, perm, step - epoch * spe, n)
+        state, window = run.train_chunk(
+            state, window, run.images, run.labels, perm, step - epoch * spe, n
+        )
         if run.sync_each_call:
             jax.block_until_ready(window)
         step += n
@@ -280,13 +246,14 @@ def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int,
         images_window += n * config.batch_size
         if step % config.log_every_steps == 0 or step == epoch_end:
             run.log(window, loop, step, images_window, t_window, bar)
-            window = new_window(run.mesh, loop)
+            window = programs.new_window(run.mesh, loop.window_loss, loop.window_accuracy)
             t_window, images_window = time.perf_counter(), 0
         if bar is not None:
             bar.update(n)
         if step < epoch_end:
-            stop.check(step, step % config.log_every_steps == 0,
-                       lambda: run.save(state, window, loop, step, wait=True))
+            if stop.requested(sync_point=step % config.log_every_steps == 0):
+                run.save(state, window, loop, step, wait=True)
+                raise stop.preempted(step)
             if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                 run.save(state, window, loop, step)
     if bar is not None:
@@ -307,11 +274,13 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     workdir_lib.create(workdir)
     with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():
         workdir_lib.check_previous(workdir, config, restart, is_main)
-        splits = load_splits(config)
+        splits = data.load_splits(config)
         steps_per_epoch = len(splits["train"].labels) // config.batch_size
         if steps_per_epoch == 0:
-            raise ConfigError(f"batch_size = {config.batch_size} is larger than the "
-                              f"{len(splits['train'].labels)} training examples.")
+            raise ConfigError(
+                f"batch_size = {config.batch_size} is larger than the "
+                f"{len(splits['train'].labels)} training examples."
+            )
         run = Run(config, workdir, mesh, splits, steps_per_epoch * config.num_epochs)
         try:
             state, loop = run.restore_or_init()
@@ -320,7 +289,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
             state, loop = _train(run, state, loop)
         finally:
             run.ckpt.close()
-        summary = make_summary(run, state, loop)
+        summary = metrics_lib.summary(run, int(state.step), loop.train_seconds)
         run.writer.finish(config, summary)
         if is_main:
             (workdir / workdir_lib.SUMMARY).write_text(_json(summary))
@@ -333,65 +302,31 @@ def _train(run: Run, state, loop: LoopState):
     config, spe = run.config, run.steps_per_epoch
     step = int(state.step)
     run.writer.start(step, config)
-    window = new_window(run.mesh, loop)
+    window = programs.new_window(run.mesh, loop.window_loss, loop.window_accuracy)
     if run.is_main:
-        print(f"Training {config.model} on {len(run.images)} examples, {spe} steps/epoch, {config.num_epochs} "
-              f"epochs, global batch {config.batch_size} over {run.mesh.devices.size} device(s) "
-              f"({jax.devices()[0].platform}), {jax.process_count()} process(es), {run.k} step(s) per call; "
-              f"{run.costs['params']:,} parameters, {_mega(run.costs['forward_flops'])} MFLOP per image forward.",
-              flush=True)
+        print(
+            f"Training {config.model} on {len(run.images)} examples, {spe} steps/epoch, {config.num_epochs} "
+            f"epochs, global batch {config.batch_size} over {run.mesh.devices.size} device(s) "
+            f"({jax.devices()[0].platform}), {jax.process_count()} process(es), {run.k} step(s) per call; "
+            f"{run.costs['params']:,} parameters, {metrics_lib.mega(run.costs['forward_flops'])} MFLOP per image forward.",
+            flush=True,
+        )
     with StopFlag() as stop:
         for epoch in range(step // spe, config.num_epochs):
             t_epoch = time.perf_counter()
             state, window, step = train_epoch(run, state, window, loop, epoch, step, stop)
             record = run.evaluate(state, loop, step, epoch + 1, time.perf_counter() - t_epoch)
-            best = ({checkpoints.VALIDATION_METRIC: record["validation_accuracy"]}
-                    if "validation_accuracy" in record else None)
+            best = (
+                {checkpoints.VALIDATION_METRIC: record["validation_accuracy"]}
+                if "validation_accuracy" in record
+                else None
+            )
             run.save(state, window, loop, step, best)
-            stop.check(step, True, run.ckpt.wait)
+            if stop.requested(sync_point=True):
+                run.ckpt.wait()
+                raise stop.preempted(step)
     run.ckpt.wait()
     return state, loop
-
-
-def make_summary(run: Run, state, loop: LoopState) -> dict[str, Any]:
-    """The final numbers of the trained state (its step, not the config's plan) and the machine."""
-    history = [r for r in metrics_lib.read(run.workdir) if r["type"] == "eval"] if run.is_main else []
-    last = history[-1] if history else {}
-    step = int(state.step)
-    seconds = loop.train_seconds
-    return {
-        "test_accuracy": last.get("test_accuracy"),
-        "test_loss": last.get("test_loss"),
-        "validation_accuracy": last.get("validation_accuracy"),
-        "epochs": step / run.steps_per_epoch,
-        "steps": step,
-        "train_seconds": seconds,
-        "images_per_second": step * run.config.batch_size / seconds if seconds else None,
-        "params": run.costs["params"],
-        "forward_flops_per_image": run.costs["forward_flops"],
-        "train_flops_per_step": run.costs["train_step_flops"],
-        "train_flops_total": run.costs["train_step_flops"] * step if run.costs["train_step_flops"] else None,
-        "devices": run.mesh.devices.size,
-        "processes": jax.process_count(),
-        "platform": jax.devices()[0].platform,
-        "device_kind": jax.devices()[0].device_kind,
-        "versions": _versions(),
-    }
-
-
-def _mega(flops: float | None) -> str:
-    return f"{flops / 1e6:.1f}" if flops else "n/a"
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    out["python"] = sys.version.split()[0]
-    return out
 
 
 def _json(value) -> str:
@@ -405,9 +340,17 @@ def _progress(config, is_main, epoch, total, initial):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{config.num_epochs}",
-                unit="step", leave=False, dynamic_ncols=True, mininterval=0.5, file=sys.stderr,
-                disable=not sys.stderr.isatty())
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=f"epoch {epoch + 1}/{config.num_epochs}",
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=0.5,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    )
 
 
 def _write_report(workdir: Path) -> None:
@@ -417,5 +360,9 @@ def _write_report(workdir: Path) -> None:
     try:
         report.write_report(workdir)
     except Exception as e:  # The run's results are already saved; say how to retry.
-        print(f"WARNING: the report could not be written ({type(e).__name__}: {e}); retry with "
-              f"`python -m fashion_jax.report --workdir {workdir}`.", file=sys.stderr, flush=True)
+        print(
+            f"WARNING: the report could not be written ({type(e).__name__}: {e}); retry with "
+            f"`python -m fashion_jax.report --workdir {workdir}`.",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -41,15 +41,26 @@ PREDICTIONS = "predictions"
 LOCK = ".lock"
 
 # What a run writes; `--restart` moves these aside. Folders among them must be folders.
-OUTPUTS = (CONFIG_JSON, METRICS, SUMMARY, CHECKPOINTS, INVALID_CHECKPOINTS, PLOTS, REPORT, TENSORBOARD,
-           PREDICTIONS)
+OUTPUTS = (
+    CONFIG_JSON,
+    METRICS,
+    SUMMARY,
+    CHECKPOINTS,
+    INVALID_CHECKPOINTS,
+    PLOTS,
+    REPORT,
+    TENSORBOARD,
+    PREDICTIONS,
+)
 FOLDERS = (CHECKPOINTS, INVALID_CHECKPOINTS, PLOTS, TENSORBOARD, PREDICTIONS)
 
 
 def check_path(workdir: str | os.PathLike) -> Path:
     """`workdir` as a Path; refuses an empty string (which would mean the current folder)."""
     if not str(workdir).strip():
-        raise UserError("--workdir is empty. Give the run's folder, e.g. --workdir experiments/base.")
+        raise UserError(
+            "--workdir is empty. Give the run's folder, e.g. --workdir experiments/base."
+        )
     return Path(workdir)
 
 
@@ -58,16 +69,20 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     workdir = check_path(workdir)
     path = workdir / CONFIG_JSON
     if not path.is_file():
-        raise CheckpointError(f"{workdir} has no {CONFIG_JSON}: it holds no run. Train first with "
-                              f"`python -m fashion_jax.run --workdir {workdir}`.")
+        raise CheckpointError(
+            f"{workdir} has no {CONFIG_JSON}: it holds no run. Train first with "
+            f"`python -m fashion_jax.run --workdir {workdir}`."
+        )
     try:
         saved = json.loads(path.read_text())
         if not isinstance(saved, dict):
             raise ValueError("not a JSON object")
         return config_lib.check_schema(ml_collections.ConfigDict(saved), source=str(path))
     except (OSError, ValueError, UnicodeDecodeError, ConfigError) as e:
-        raise CheckpointError(f"{path} is not a readable fashion_jax config ({str(e).splitlines()[0][:200]}). "
-                              "Use another --workdir, or retrain with --restart.") from None
+        raise CheckpointError(
+            f"{path} is not a readable fashion_jax config ({str(e).splitlines()[0][:200]}). "
+            "Use another --workdir, or retrain with --restart."
+        ) from None
 
 
 def create(workdir: Path) -> None:
@@ -80,8 +95,10 @@ def create(workdir: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        raise UserError(f"Cannot write to --workdir {workdir} ({e.strerror or e}). "
-                        "Choose a folder you can write to, or fix its permissions.") from None
+        raise UserError(
+            f"Cannot write to --workdir {workdir} ({e.strerror or e}). "
+            "Choose a folder you can write to, or fix its permissions."
+        ) from None
 
 
 def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
@@ -102,19 +119,24 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
         return
     for name in FOLDERS:
         if (workdir / name).exists() and not (workdir / name).is_dir():
-            raise UserError(f"{workdir / name} is a file, but the runner writes a folder there. "
-                            "Move it away, or pass --restart to move the old outputs to a backup folder.")
+            raise UserError(
+                f"{workdir / name} is a file, but the runner writes a folder there. "
+                "Move it away, or pass --restart to move the old outputs to a backup folder."
+            )
     if not present:
         return
     if not (workdir / CONFIG_JSON).is_file():
         raise CheckpointError(
             f"{workdir} holds {', '.join(present)} but no {CONFIG_JSON}: it was not written by this runner "
-            "or is incomplete. Use another --workdir, or --restart to move those files aside.")
+            "or is incomplete. Use another --workdir, or --restart to move those files aside."
+        )
     try:
         previous = load_config(workdir)
     except CheckpointError:
-        raise CheckpointError(f"{workdir / CONFIG_JSON} is not a fashion_jax config. Use another --workdir, "
-                              "or --restart to move the old files aside.") from None
+        raise CheckpointError(
+            f"{workdir / CONFIG_JSON} is not a fashion_jax config. Use another --workdir, "
+            "or --restart to move the old files aside."
+        ) from None
     config_lib.check_resume(previous, config, workdir)
 
 
@@ -141,8 +163,10 @@ class Lock:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
-            raise UserError(f"{self.path.parent} is in use by {holder}: one runner trains in a workdir at a "
-                            "time. Wait for it to finish (or stop it), or use another --workdir.") from None
+            raise UserError(
+                f"{self.path.parent} is in use by {holder}: one runner trains in a workdir at a "
+                "time. Wait for it to finish (or stop it), or use another --workdir."
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -174,8 +198,9 @@ def load_trained(workdir: str | os.PathLike):
     # Shapes only: the schedule's length does not change the optimizer state's structure.
     init = functools.partial(steps.create_train_state, config=config, total_steps=1 << 20)
     abstract = checkpoints.abstract_like(init, jax.random.key(0), repl)
-    ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints, config_lib.state_structure(config),
-                                   read_only=True)
+    ckpt = checkpoints.Checkpoints(
+        workdir, config.keep_checkpoints, config_lib.state_structure(config), read_only=True
+    )
     try:
         restored = ckpt.restore_latest(abstract)
     finally:

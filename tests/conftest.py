@@ -17,14 +17,15 @@ REAL_IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 requires_real_data = pytest.mark.skipif(
     not (REAL_IDX_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
-    reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    reason="real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)",
+)
 
 
 def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """uint8[N, 28, 28] images a small CNN can learn: a bright band whose row depends on the label."""
     images = rng.integers(0, 60, size=(len(labels), 28, 28)).astype(np.uint8)
     for i, k in enumerate(labels):
-        images[i, 2 * k + 3: 2 * k + 7, 4:24] = 200 + rng.integers(0, 55)
+        images[i, 2 * k + 3 : 2 * k + 7, 4:24] = 200 + rng.integers(0, 55)
     return images
 
 
@@ -59,9 +60,18 @@ def tiny_tfds(tmp_path_factory, tiny_idx) -> Path:
 
 def runner_args(idx_dir, tfds_dir, **overrides) -> list[str]:
     """`--config.KEY=VALUE` flags for a short run on the tiny dataset (20 steps per epoch)."""
-    values = {"data_dir": tfds_dir, "idx_dir": idx_dir, "download": "false", "num_epochs": 2, "batch_size": 32,
-              "log_every_steps": 5, "checkpoint_every_steps": 10, "eval_batch_size": 100,
-              "progress_bar": "false", **overrides}
+    values = {
+        "data_dir": tfds_dir,
+        "idx_dir": idx_dir,
+        "download": "false",
+        "num_epochs": 2,
+        "batch_size": 32,
+        "log_every_steps": 5,
+        "checkpoint_every_steps": 10,
+        "eval_batch_size": 100,
+        "progress_bar": "false",
+        **overrides,
+    }
     return [f"--config.{key}={value}" for key, value in values.items()]
 
 
@@ -80,11 +90,21 @@ def assert_clean_error(proc, *fragments):
         assert fragment in proc.stderr, (fragment, proc.stderr)
 
 
-def run_module(module: str, *args, env: dict | None = None, timeout: float = 600, check: bool = False):
+def run_module(
+    module: str, *args, env: dict | None = None, timeout: float = 600, check: bool = False
+):
     """Runs `python -m module args` in a subprocess; returns the CompletedProcess (text)."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        raise AssertionError(
+            f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
     return proc

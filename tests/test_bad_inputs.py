@@ -38,6 +38,7 @@ def write(relative: str, text: str | bytes):
         path = (w if not relative.startswith("@") else tmp) / relative.lstrip("@")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
     return setup
 
 
@@ -47,16 +48,25 @@ def experiment(body: str):
 
 def huge_png() -> bytes:
     """A PNG header that claims 40,000 x 40,000 pixels (PIL refuses it before decoding)."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+        + chunk(b"IEND", b"")
+    )
 
 
 def replace_by_file(relative: str):
     def setup(w: Path, tmp: Path):
         shutil.rmtree(w / relative, ignore_errors=True)
         (w / relative).write_text("x")
+
     return setup
 
 
@@ -70,96 +80,324 @@ HELD: list = []
 
 CASES = [
     # The config: keys, types, ranges, choices, experiment files.
-    Case("unknown key", "run", "--workdir {w} {data} --config.batchsize=8",
-         ("Unknown config key 'batchsize'", "Did you mean 'batch_size'")),
+    Case(
+        "unknown key",
+        "run",
+        "--workdir {w} {data} --config.batchsize=8",
+        ("Unknown config key 'batchsize'", "Did you mean 'batch_size'"),
+    ),
     Case("wrong type", "run", "--workdir {w} {data} --config.num_epochs=two", ("expected int",)),
-    Case("bool that is not one", "run", "--workdir {w} {data} --config.augment_flip=maybe", ("expected bool",)),
-    Case("out of range", "run", "--workdir {w} {data} --config.batch_size=0", ("batch_size = 0 is out of range",)),
-    Case("negative epochs", "run", "--workdir {w} {data} --config.num_epochs=-3", ("num_epochs = -3",)),
-    Case("NaN learning rate", "run", "--workdir {w} {data} --config.learning_rate=nan", ("learning_rate = nan",)),
-    Case("unknown choice", "run", "--workdir {w} {data} --config.optimizer=sgdx", ("optimizer = 'sgdx' is unknown",)),
-    Case("unknown model", "run", "--workdir {w} {data} --config.model=resnet1000", ("model 'resnet1000' is unknown",)),
-    Case("unknown dtype", "run", "--workdir {w} {data} --config.compute_dtype=float8", ("compute_dtype",)),
-    Case("override without a value", "run", "--workdir {w} {data} --config.seed", ("needs a value",)),
-    Case("warm-up longer than the run", "run", "--workdir {w} {data} --config.warmup_epochs=5",
-         ("warmup_epochs = 5.0 is longer than num_epochs = 2",)),
-    Case("validation takes every example", "run", "--workdir {w} {data} --config.validation_examples=640",
-         ("leaves no training data",)),
-    Case("batch larger than the data", "run", "--workdir {w} {data} --config.max_train_examples=20",
-         ("larger than the 20 training examples",)),
-    Case("config file missing", "run", "--workdir {w} {data} --config {tmp}/nope.py", ("does not exist",)),
-    Case("config file with a syntax error", "run", "--workdir {w} {data}", ("config.py, line 2: invalid syntax",),
-         setup=experiment("def get_config(:\n")),
-    Case("get_config raises", "run", "--workdir {w} {data}", ("line 3: RuntimeError: boom",),
-         setup=experiment("def get_config():\n    raise RuntimeError('boom')\n")),
-    Case("get_config returns None", "run", "--workdir {w} {data}", ("get_config() returned NoneType",),
-         setup=experiment("def get_config():\n    return None\n")),
-    Case("config imports a missing module", "run", "--workdir {w} {data}",
-         ("ModuleNotFoundError", "not_a_module_xyz"), setup=experiment("import not_a_module_xyz\n")),
-    Case("config file without get_config", "run", "--workdir {w} {data}", ("defines no get_config()",),
-         setup=experiment("X = 1\n")),
-    Case("config adds a key", "run", "--workdir {w} {data}", ("Unknown config key 'batchsize'",),
-         setup=experiment("def get_config():\n    c = defaults()\n    c.batchsize = 8\n    return c\n")),
-    Case("config value of the wrong type", "run", "--workdir {w} {data}", ("'num_epochs' = 'ten' should be a int",),
-         setup=experiment("def get_config():\n    c = defaults().to_dict()\n    c['num_epochs'] = 'ten'\n"
-                          "    return c\n")),
-    Case("process id beyond the process count", "run",
-         "--workdir {w} {data} --config.num_processes=2 --config.process_id=2", ("must be below num_processes",)),
-    Case("coordinator address without a port", "run", "--workdir {w} {data} --config.coordinator_address=host",
-         ("HOST:PORT",)),
+    Case(
+        "bool that is not one",
+        "run",
+        "--workdir {w} {data} --config.augment_flip=maybe",
+        ("expected bool",),
+    ),
+    Case(
+        "out of range",
+        "run",
+        "--workdir {w} {data} --config.batch_size=0",
+        ("batch_size = 0 is out of range",),
+    ),
+    Case(
+        "negative epochs",
+        "run",
+        "--workdir {w} {data} --config.num_epochs=-3",
+        ("num_epochs = -3",),
+    ),
+    Case(
+        "NaN learning rate",
+        "run",
+        "--workdir {w} {data} --config.learning_rate=nan",
+        ("learning_rate = nan",),
+    ),
+    Case(
+        "unknown choice",
+        "run",
+        "--workdir {w} {data} --config.optimizer=sgdx",
+        ("optimizer = 'sgdx' is unknown",),
+    ),
+    Case(
+        "unknown model",
+        "run",
+        "--workdir {w} {data} --config.model=resnet1000",
+        ("model 'resnet1000' is unknown",),
+    ),
+    Case(
+        "unknown dtype",
+        "run",
+        "--workdir {w} {data} --config.compute_dtype=float8",
+        ("compute_dtype",),
+    ),
+    Case(
+        "override without a value", "run", "--workdir {w} {data} --config.seed", ("needs a value",)
+    ),
+    Case(
+        "warm-up longer than the run",
+        "run",
+        "--workdir {w} {data} --config.warmup_epochs=5",
+        ("warmup_epochs = 5.0 is longer than num_epochs = 2",),
+    ),
+    Case(
+        "validation takes every example",
+        "run",
+        "--workdir {w} {data} --config.validation_examples=640",
+        ("leaves no training data",),
+    ),
+    Case(
+        "batch larger than the data",
+        "run",
+        "--workdir {w} {data} --config.max_train_examples=20",
+        ("larger than the 20 training examples",),
+    ),
+    Case(
+        "config file missing",
+        "run",
+        "--workdir {w} {data} --config {tmp}/nope.py",
+        ("does not exist",),
+    ),
+    Case(
+        "config file with a syntax error",
+        "run",
+        "--workdir {w} {data}",
+        ("config.py, line 2: invalid syntax",),
+        setup=experiment("def get_config(:\n"),
+    ),
+    Case(
+        "get_config raises",
+        "run",
+        "--workdir {w} {data}",
+        ("line 3: RuntimeError: boom",),
+        setup=experiment("def get_config():\n    raise RuntimeError('boom')\n"),
+    ),
+    Case(
+        "get_config returns None",
+        "run",
+        "--workdir {w} {data}",
+        ("get_config() returned NoneType",),
+        setup=experiment("def get_config():\n    return None\n"),
+    ),
+    Case(
+        "config imports a missing module",
+        "run",
+        "--workdir {w} {data}",
+        ("ModuleNotFoundError", "not_a_module_xyz"),
+        setup=experiment("import not_a_module_xyz\n"),
+    ),
+    Case(
+        "config file without get_config",
+        "run",
+        "--workdir {w} {data}",
+        ("defines no get_config()",),
+        setup=experiment("X = 1\n"),
+    ),
+    Case(
+        "config adds a key",
+        "run",
+        "--workdir {w} {data}",
+        ("Unknown config key 'batchsize'",),
+        setup=experiment(
+            "def get_config():\n    c = defaults()\n    c.batchsize = 8\n    return c\n"
+        ),
+    ),
+    Case(
+        "config value of the wrong type",
+        "run",
+        "--workdir {w} {data}",
+        ("'num_epochs' = 'ten' should be a int",),
+        setup=experiment(
+            "def get_config():\n    c = defaults().to_dict()\n    c['num_epochs'] = 'ten'\n"
+            "    return c\n"
+        ),
+    ),
+    Case(
+        "process id beyond the process count",
+        "run",
+        "--workdir {w} {data} --config.num_processes=2 --config.process_id=2",
+        ("must be below num_processes",),
+    ),
+    Case(
+        "coordinator address without a port",
+        "run",
+        "--workdir {w} {data} --config.coordinator_address=host",
+        ("HOST:PORT",),
+    ),
     # The workdir.
     Case("empty workdir path", "run", "--workdir= {data}", ("--workdir is empty",)),
-    Case("workdir is a file", "run", "--workdir {tmp}/f {data}", ("is a file, not a folder",),
-         setup=write("@f", "x")),
-    Case("unwritable workdir", "run", "--workdir /proc/fashion_jax_run {data}", ("Cannot write to --workdir",)),
-    Case("foreign workdir", "run", "--workdir {w} {data}", ("no config.json", "--restart"),
-         setup=write("metrics.jsonl", "{}\n")),
-    Case("checkpoints is a file", "run", "--workdir {w} {data}", ("checkpoints is a file",),
-         setup=write("checkpoints", "x")),
-    Case("garbage config.json", "run", "--workdir {w} {data}", ("is not a fashion_jax config",),
-         setup=write("config.json", "{nope"), trained=True),
-    Case("workdir in use by another runner", "run", "--workdir {w} {data}", ("is in use by pid",),
-         setup=hold_lock, trained=True),
+    Case(
+        "workdir is a file",
+        "run",
+        "--workdir {tmp}/f {data}",
+        ("is a file, not a folder",),
+        setup=write("@f", "x"),
+    ),
+    Case(
+        "unwritable workdir",
+        "run",
+        "--workdir /proc/fashion_jax_run {data}",
+        ("Cannot write to --workdir",),
+    ),
+    Case(
+        "foreign workdir",
+        "run",
+        "--workdir {w} {data}",
+        ("no config.json", "--restart"),
+        setup=write("metrics.jsonl", "{}\n"),
+    ),
+    Case(
+        "checkpoints is a file",
+        "run",
+        "--workdir {w} {data}",
+        ("checkpoints is a file",),
+        setup=write("checkpoints", "x"),
+    ),
+    Case(
+        "garbage config.json",
+        "run",
+        "--workdir {w} {data}",
+        ("is not a fashion_jax config",),
+        setup=write("config.json", "{nope"),
+        trained=True,
+    ),
+    Case(
+        "workdir in use by another runner",
+        "run",
+        "--workdir {w} {data}",
+        ("is in use by pid",),
+        setup=hold_lock,
+        trained=True,
+    ),
     # Resuming with keys that define the training.
-    Case("resume with another model", "run", "--workdir {w} {data} --config.model=fast_cnn",
-         ("model: 'seed_cnn' -> 'fast_cnn'", "cannot be resumed"), trained=True),
-    Case("resume with other data", "run", "--workdir {w} {data} --config.max_train_examples=320",
-         ("max_train_examples: 0 -> 320",), trained=True),
-    Case("resume with another seed", "run", "--workdir {w} {data} --config.seed=1", ("seed: 0 -> 1",), trained=True),
-    Case("resume with fewer epochs than trained", "run", "--workdir {w} {data} --config.num_epochs=1",
-         ("trained for 40 steps", "num_epochs = 1"), trained=True),
+    Case(
+        "resume with another model",
+        "run",
+        "--workdir {w} {data} --config.model=fast_cnn",
+        ("model: 'seed_cnn' -> 'fast_cnn'", "cannot be resumed"),
+        trained=True,
+    ),
+    Case(
+        "resume with other data",
+        "run",
+        "--workdir {w} {data} --config.max_train_examples=320",
+        ("max_train_examples: 0 -> 320",),
+        trained=True,
+    ),
+    Case(
+        "resume with another seed",
+        "run",
+        "--workdir {w} {data} --config.seed=1",
+        ("seed: 0 -> 1",),
+        trained=True,
+    ),
+    Case(
+        "resume with fewer epochs than trained",
+        "run",
+        "--workdir {w} {data} --config.num_epochs=1",
+        ("trained for 40 steps", "num_epochs = 1"),
+        trained=True,
+    ),
     # The data.
-    Case("no dataset and no download", "run",
-         "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
-         ("Fashion-MNIST",), setup=write("@idx/README", "empty")),
-    Case("truncated IDX file", "run",
-         "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
-         ("idx",), setup=lambda w, tmp: truncated_idx(tmp / "idx")),
+    Case(
+        "no dataset and no download",
+        "run",
+        "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
+        ("Fashion-MNIST",),
+        setup=write("@idx/README", "empty"),
+    ),
+    Case(
+        "truncated IDX file",
+        "run",
+        "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
+        ("idx",),
+        setup=lambda w, tmp: truncated_idx(tmp / "idx"),
+    ),
     # predict.
     Case("predict without a run", "predict", "--workdir {w}", ("has no config.json",)),
-    Case("predict on a garbage config.json", "predict", "--workdir {w}", ("is not a readable fashion_jax config",),
-         setup=write("config.json", "[1, 2"), trained=True),
-    Case("predict an index out of range", "predict", "--workdir {w} --index 200", ("--index 200 is out of range",),
-         trained=True),
-    Case("predict a file that is not an image", "predict", "--workdir {w} {tmp}/x.png", ("is not an image",),
-         setup=write("@x.png", "hello"), trained=True),
-    Case("predict a decompression bomb", "predict", "--workdir {w} {tmp}/big.png", ("too large to open safely",),
-         setup=write("@big.png", huge_png()), trained=True),
-    Case("predict into a missing folder", "predict", "--workdir {w} --output {tmp}/no/such/p.png",
-         ("does not exist",), trained=True),
-    Case("predict output that is not a PNG", "predict", "--workdir {w} --output {tmp}/p.jpg", ("must end in .png",),
-         trained=True),
-    Case("predictions is a file", "predict", "--workdir {w}", ("predictions is a file",),
-         setup=write("predictions", "x"), trained=True),
+    Case(
+        "predict on a garbage config.json",
+        "predict",
+        "--workdir {w}",
+        ("is not a readable fashion_jax config",),
+        setup=write("config.json", "[1, 2"),
+        trained=True,
+    ),
+    Case(
+        "predict an index out of range",
+        "predict",
+        "--workdir {w} --index 200",
+        ("--index 200 is out of range",),
+        trained=True,
+    ),
+    Case(
+        "predict a file that is not an image",
+        "predict",
+        "--workdir {w} {tmp}/x.png",
+        ("is not an image",),
+        setup=write("@x.png", "hello"),
+        trained=True,
+    ),
+    Case(
+        "predict a decompression bomb",
+        "predict",
+        "--workdir {w} {tmp}/big.png",
+        ("too large to open safely",),
+        setup=write("@big.png", huge_png()),
+        trained=True,
+    ),
+    Case(
+        "predict into a missing folder",
+        "predict",
+        "--workdir {w} --output {tmp}/no/such/p.png",
+        ("does not exist",),
+        trained=True,
+    ),
+    Case(
+        "predict output that is not a PNG",
+        "predict",
+        "--workdir {w} --output {tmp}/p.jpg",
+        ("must end in .png",),
+        trained=True,
+    ),
+    Case(
+        "predictions is a file",
+        "predict",
+        "--workdir {w}",
+        ("predictions is a file",),
+        setup=write("predictions", "x"),
+        trained=True,
+    ),
     # report.
     Case("report on a missing workdir", "report", "--workdir {tmp}/none", ("does not exist",)),
-    Case("report on an empty workdir", "report", "--workdir {w}", ("no config.json",), setup=lambda w, tmp: None),
-    Case("report on a garbage config.json", "report", "--workdir {w}", ("is not a readable fashion_jax config",),
-         setup=write("config.json", "null"), trained=True),
-    Case("plots is a file", "report", "--workdir {w}", ("plots is a file",), setup=replace_by_file("plots"),
-         trained=True),
-    Case("compare a workdir without metrics", "report", "--compare {w}", ("has no metrics.jsonl",),
-         setup=lambda w, tmp: None),
+    Case(
+        "report on an empty workdir",
+        "report",
+        "--workdir {w}",
+        ("no config.json",),
+        setup=lambda w, tmp: None,
+    ),
+    Case(
+        "report on a garbage config.json",
+        "report",
+        "--workdir {w}",
+        ("is not a readable fashion_jax config",),
+        setup=write("config.json", "null"),
+        trained=True,
+    ),
+    Case(
+        "plots is a file",
+        "report",
+        "--workdir {w}",
+        ("plots is a file",),
+        setup=replace_by_file("plots"),
+        trained=True,
+    ),
+    Case(
+        "compare a workdir without metrics",
+        "report",
+        "--compare {w}",
+        ("has no metrics.jsonl",),
+        setup=lambda w, tmp: None,
+    ),
 ]
 
 
@@ -182,12 +420,17 @@ def trained_run(tmp_path_factory, tiny_idx, tiny_tfds):
 
 
 def fingerprint(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_gives_one_clean_error_and_loses_nothing(case, tmp_path, tiny_idx, tiny_tfds, capsys, request):
+def test_bad_input_gives_one_clean_error_and_loses_nothing(
+    case, tmp_path, tiny_idx, tiny_tfds, capsys, request
+):
     from fashion_jax import predict, report, run
 
     w, tmp = tmp_path / "w", tmp_path / "scratch"

@@ -54,11 +54,17 @@ def test_fast_network_computes_what_its_plain_linen_version_computes(fast_name, 
     fast_params = fast.init(jax.random.key(0), x)["params"]
     assert jax.tree.structure(params) == jax.tree.structure(fast_params)
     jax.tree.map(np.testing.assert_array_equal, params, fast_params)
-    np.testing.assert_allclose(fast.apply({"params": params}, x), plain.apply({"params": params}, x),
-                               rtol=1e-5, atol=1e-5)
-    loss = lambda model: jax.jit(jax.grad(lambda p: cross_entropy(model.apply({"params": p}, x), labels).mean()))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 loss(fast)(params), loss(plain)(params))
+    np.testing.assert_allclose(
+        fast.apply({"params": params}, x), plain.apply({"params": params}, x), rtol=1e-5, atol=1e-5
+    )
+    loss = lambda model: jax.jit(
+        jax.grad(lambda p: cross_entropy(model.apply({"params": p}, x), labels).mean())
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        loss(fast)(params),
+        loss(plain)(params),
+    )
 
 
 class PlainConvBlock(nn.Module):
@@ -69,20 +75,28 @@ class PlainConvBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
-        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
+        )
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
         if self.pool:
             y = nn.max_pool(y, (2, 2), (2, 2), padding="VALID")
         return nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(y))
 
 
-@pytest.mark.parametrize("cin,hw,pool", [(1, 28, True), (24, 14, True), (48, 7, True), (16, 7, False)])
+@pytest.mark.parametrize(
+    "cin,hw,pool", [(1, 28, True), (24, 14, True), (48, 7, True), (16, 7, False)]
+)
 @pytest.mark.parametrize("train", [True, False])
 def test_conv_block_matches_its_plain_version(cin, hw, pool, train):
     x = jax.random.normal(jax.random.key(3), (8, hw, hw, cin))
     fast, plain = ConvBlock(12, pool=pool), PlainConvBlock(12, pool=pool)
     variables = plain.init(jax.random.key(0), x, train)
-    assert jax.tree.structure(variables) == jax.tree.structure(fast.init(jax.random.key(0), x, train))
+    assert jax.tree.structure(variables) == jax.tree.structure(
+        fast.init(jax.random.key(0), x, train)
+    )
 
     def run(model, v):
         out, _ = model.apply(v, x, train, mutable=["batch_stats"])
@@ -90,4 +104,6 @@ def test_conv_block_matches_its_plain_version(cin, hw, pool, train):
 
     np.testing.assert_allclose(run(fast, variables), run(plain, variables), rtol=1e-4, atol=1e-4)
     g = lambda m: jax.grad(lambda v: (run(m, v) ** 2).sum())(variables)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3), g(fast), g(plain))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3), g(fast), g(plain)
+    )

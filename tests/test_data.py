@@ -86,12 +86,18 @@ def test_real_fashion_mnist_through_tfds():
     # The pixels are the IDX files' bytes (the decompressed upstream data).
     for split in (train, test):
         assert split.images.dtype == np.uint8
-    assert hashlib.sha256(test.images.tobytes()).hexdigest() == hashlib.sha256(
-        gzip.decompress((REAL_IDX_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]).hexdigest()
+    assert (
+        hashlib.sha256(test.images.tobytes()).hexdigest()
+        == hashlib.sha256(
+            gzip.decompress((REAL_IDX_DIR / "t10k-images-idx3-ubyte.gz").read_bytes())[16:]
+        ).hexdigest()
+    )
     assert int(test.images.astype(np.int64).sum()) == 573_469_082  # Sum of all test pixels.
 
 
-def test_decoded_arrays_are_cached_beside_the_dataset_and_a_bad_cache_is_ignored(tiny_idx, tiny_tfds, monkeypatch):
+def test_decoded_arrays_are_cached_beside_the_dataset_and_a_bad_cache_is_ignored(
+    tiny_idx, tiny_tfds, monkeypatch
+):
     first = data.load(str(tiny_tfds), str(tiny_idx), download=False)
     cache = data._builder_dir(str(tiny_tfds)) / data.CACHE_NAME
     assert cache.is_file()
@@ -104,7 +110,9 @@ def test_decoded_arrays_are_cached_beside_the_dataset_and_a_bad_cache_is_ignored
     saved = cache.read_bytes()
     try:
         cache.write_bytes(b"garbage")
-        third = data.load(str(tiny_tfds), str(tiny_idx), download=False)  # Falls back to tfds, rewrites it.
+        third = data.load(
+            str(tiny_tfds), str(tiny_idx), download=False
+        )  # Falls back to tfds, rewrites it.
         np.testing.assert_array_equal(third["test"].images, first["test"].images)
         assert cache.read_bytes() != b"garbage"
     finally:

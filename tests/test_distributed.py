@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_clean_error, run_module, runner_args
+from conftest import ROOT, assert_clean_error, requires_real_data, run_module, runner_args
 
 pytestmark = pytest.mark.slow
 
@@ -46,15 +46,23 @@ def one_device(tmp_path_factory, args):
 
 def test_eight_devices_match_one(tmp_path, args, one_device):
     workdir = tmp_path / "w8"
-    proc = run_module("fashion_jax.run", "--workdir", workdir, *args, env=devices_env(8), check=True)
+    proc = run_module(
+        "fashion_jax.run", "--workdir", workdir, *args, env=devices_env(8), check=True
+    )
     assert "over 8 device(s)" in proc.stdout
     assert json.loads((workdir / "summary.json").read_text())["devices"] == 8
     assert_close_runs(workdir, one_device)
 
 
 def test_batch_that_devices_do_not_divide_is_refused(tmp_path, args):
-    proc = run_module("fashion_jax.run", "--workdir", tmp_path / "w", *args, "--config.batch_size=30",
-                      env=devices_env(8))
+    proc = run_module(
+        "fashion_jax.run",
+        "--workdir",
+        tmp_path / "w",
+        *args,
+        "--config.batch_size=30",
+        env=devices_env(8),
+    )
     assert_clean_error(proc, "batch_size = 30 does not split evenly over 8 devices", "24 or 32")
 
 
@@ -66,14 +74,32 @@ def free_port():
 
 def start_processes(workdir, args, n=2, devices_each=2, extra=()):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **devices_env(devices_each)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        **devices_env(devices_each),
+    }
     procs = []
     for pid in range(n):
-        cmd = [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), *args,
-               "--config.distributed=true", f"--config.coordinator_address=localhost:{port}",
-               f"--config.num_processes={n}", f"--config.process_id={pid}", *extra]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=env, cwd=ROOT))
+        cmd = [
+            sys.executable,
+            "-m",
+            "fashion_jax.run",
+            "--workdir",
+            str(workdir),
+            *args,
+            "--config.distributed=true",
+            f"--config.coordinator_address=localhost:{port}",
+            f"--config.num_processes={n}",
+            f"--config.process_id={pid}",
+            *extra,
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+            )
+        )
     return procs
 
 
@@ -81,21 +107,28 @@ def test_two_processes_match_one_process(tmp_path, args, one_device):
     workdir = tmp_path / "w"
     procs = start_processes(workdir, args)
     outs = [p.communicate(timeout=400) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "over 4 device(s) (cpu), 2 process(es)" in outs[0][0]
-    assert "test accuracy" in outs[0][0] and "test accuracy" not in outs[1][0]  # Only process 0 reports.
+    assert (
+        "test accuracy" in outs[0][0] and "test accuracy" not in outs[1][0]
+    )  # Only process 0 reports.
     summary = json.loads((workdir / "summary.json").read_text())
     assert (summary["devices"], summary["processes"]) == (4, 2)
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == len((one_device / "metrics.jsonl").read_text().splitlines())  # Written once.
+    assert len(lines) == len(
+        (one_device / "metrics.jsonl").read_text().splitlines()
+    )  # Written once.
     assert_close_runs(workdir, one_device)
 
 
 def test_a_killed_peer_does_not_leave_the_other_process_hanging(tmp_path, args):
     workdir = tmp_path / "w"
-    procs = start_processes(workdir, [*args, "--config.num_epochs=500"],
-                            extra=["--config.distributed_timeout_seconds=15"])
+    procs = start_processes(
+        workdir,
+        [*args, "--config.num_epochs=500"],
+        extra=["--config.distributed_timeout_seconds=15"],
+    )
     deadline = time.time() + 300
     while not (workdir / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -108,18 +141,77 @@ def test_a_killed_peer_does_not_leave_the_other_process_hanging(tmp_path, args):
         procs[0].kill()
     assert procs[0].returncode != 0
     assert time.time() - killed_at < 120
-    assert "another task died" in err or "unhealthy" in err or "heartbeat" in err.lower(), err[-2000:]
+    assert "another task died" in err or "unhealthy" in err or "heartbeat" in err.lower(), err[
+        -2000:
+    ]
+
+
+REALISTIC = [
+    "--config.num_epochs=1",
+    "--config.max_train_examples=8192",
+    "--config.batch_size=128",
+    "--config.progress_bar=false",
+    "--config.eval_batch_size=1000",
+]
+
+
+@requires_real_data
+def test_four_simulated_devices_at_a_realistic_length(tmp_path):
+    """64 steps of all-reduces over 4 devices sharing 2 cores: this aborted with an XLA rendezvous
+    timeout when many steps were in flight (tiny data, 20 steps, never showed it)."""
+    proc = run_module(
+        "fashion_jax.run", "--workdir", tmp_path / "w", *REALISTIC, env=devices_env(4), timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "w" / "summary.json").read_text())["steps"] == 64
+
+
+@requires_real_data
+def test_two_processes_of_two_devices_at_a_realistic_length(tmp_path):
+    """The multi-host recipe on the same 64 steps: this hung silently with many steps in flight."""
+    procs = start_processes(tmp_path / "w", REALISTIC)
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert json.loads((tmp_path / "w" / "summary.json").read_text())["steps"] == 64
 
 
 def test_resume_across_device_counts(tmp_path, args, one_device):
     workdir = tmp_path / "w"
-    run_module("fashion_jax.run", "--workdir", workdir, *args, "--config.num_epochs=1", env=devices_env(8),
-               check=True)
-    proc = run_module("fashion_jax.run", "--workdir", workdir, *args, "--config.num_epochs=2",
-                      env=devices_env(1), check=True)
-    assert "Resuming from the checkpoint at step 20" in proc.stdout and "over 1 device(s)" in proc.stdout
+    run_module(
+        "fashion_jax.run",
+        "--workdir",
+        workdir,
+        *args,
+        "--config.num_epochs=1",
+        env=devices_env(8),
+        check=True,
+    )
+    proc = run_module(
+        "fashion_jax.run",
+        "--workdir",
+        workdir,
+        *args,
+        "--config.num_epochs=2",
+        env=devices_env(1),
+        check=True,
+    )
+    assert (
+        "Resuming from the checkpoint at step 20" in proc.stdout
+        and "over 1 device(s)" in proc.stdout
+    )
     assert_close_runs(workdir, one_device)
-    proc = run_module("fashion_jax.run", "--workdir", workdir, *args, "--config.num_epochs=3",
-                      env=devices_env(8), check=True)
-    assert "Resuming from the checkpoint at step 40" in proc.stdout and "over 8 device(s)" in proc.stdout
+    proc = run_module(
+        "fashion_jax.run",
+        "--workdir",
+        workdir,
+        *args,
+        "--config.num_epochs=3",
+        env=devices_env(8),
+        check=True,
+    )
+    assert (
+        "Resuming from the checkpoint at step 40" in proc.stdout
+        and "over 8 device(s)" in proc.stdout
+    )
     assert [r["step"] for r in evals(workdir)] == [20, 40, 60]

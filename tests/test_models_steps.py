@@ -5,7 +5,6 @@ import pytest
 
 from fashion_jax import SeedCNN, create_train_state, eval_step, get_config, get_model, train_step
 from fashion_jax.models import MODELS
-from fashion_jax.steps import cross_entropy
 
 
 def n_params(tree):
@@ -38,7 +37,7 @@ def fixed_batch(n=64, seed=0):
     labels = rng.integers(0, 10, n).astype(np.int32)
     images = rng.integers(0, 50, (n, 28, 28, 1)).astype(np.uint8)
     for i, k in enumerate(labels):
-        images[i, 2 * k + 3: 2 * k + 7, 4:24] = 220
+        images[i, 2 * k + 3 : 2 * k + 7, 4:24] = 220
     return {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
 
 

@@ -28,12 +28,15 @@ def images(b=6, seed=0):
     return jax.random.uniform(jax.random.key(seed), (b, 28, 28, 1))
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x, k: augment.random_crop(x, k, 4),
-    lambda x, k: augment.random_flip(x, k),
-    lambda x, k: augment.random_erasing(x, k, 0.5),
-    lambda x, k: augment.augment(x, k, 2, True, 0.5),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, k: augment.random_crop(x, k, 4),
+        lambda x, k: augment.random_flip(x, k),
+        lambda x, k: augment.random_erasing(x, k, 0.5),
+        lambda x, k: augment.augment(x, k, 2, True, 0.5),
+    ],
+)
 def test_augmentations_keep_shape_and_dtype_and_are_deterministic_given_the_key(fn):
     x = images(32)
     a, b, c = fn(x, jax.random.key(1)), fn(x, jax.random.key(1)), fn(x, jax.random.key(2))
@@ -62,14 +65,16 @@ def test_random_flip_mirrors_about_half_of_the_images_exactly():
 
 
 def test_random_erasing_replaces_one_rectangle_within_the_area_bounds():
-    x = jnp.full((100, 28, 28, 1), 2.0)  # Outside [0, 1], so erased pixels (uniform noise) are visible.
+    x = jnp.full(
+        (100, 28, 28, 1), 2.0
+    )  # Outside [0, 1], so erased pixels (uniform noise) are visible.
     out = np.asarray(augment.random_erasing(x, jax.random.key(0), 1.0))
     erased = out[..., 0] != 2.0
     area = erased.sum(axis=(1, 2)) / (28 * 28)
     assert np.all(area > 0) and np.all(area <= 0.25 * 1.3 + 0.05)
     for m in erased:  # A filled rectangle: its bounding box is fully erased.
         rows, cols = np.nonzero(m)
-        assert m[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1].all()
+        assert m[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
     np.testing.assert_array_equal(augment.random_erasing(x, jax.random.key(0), 0.0), x)
 
 
@@ -106,12 +111,17 @@ def test_ema_follows_its_warmed_up_formula_for_params_and_batch_norm_statistics(
     live = lambda s: {"params": s.params, "batch_stats": s.batch_stats}
     expected1 = jax.tree.map(lambda e, p: decay(1) * e + (1 - decay(1)) * p, ema0, live(s1))
     expected2 = jax.tree.map(lambda e, p: decay(2) * e + (1 - decay(2)) * p, expected1, live(s2))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s2.ema, expected2)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s2.ema, expected2
+    )
     assert float(ema_decay_at(d, 10_000)) == pytest.approx(d)
     # Evaluation uses the EMA parameters and the EMA batch-norm statistics.
     swapped = s2.replace(params=s2.ema["params"], batch_stats=s2.ema["batch_stats"], ema=None)
-    np.testing.assert_allclose(float(eval_step(s2, batch)["loss_sum"]), float(eval_step(swapped, batch)["loss_sum"]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        float(eval_step(s2, batch)["loss_sum"]),
+        float(eval_step(swapped, batch)["loss_sum"]),
+        rtol=1e-6,
+    )
 
 
 def test_ema_evaluation_is_close_to_the_live_one_early_in_a_run():
@@ -122,7 +132,7 @@ def test_ema_evaluation_is_close_to_the_live_one_early_in_a_run():
     labels = rng.integers(0, 10, 256).astype(np.int32)
     imgs = rng.integers(0, 40, (256, 28, 28, 1)).astype(np.uint8)
     for i, k in enumerate(labels):
-        imgs[i, 2 * k + 3: 2 * k + 7, 4:24] = 220
+        imgs[i, 2 * k + 3 : 2 * k + 7, 4:24] = 220
     step = jax.jit(train_step)
     for i in range(60):
         sl = slice((i % 8) * 32, (i % 8) * 32 + 32)
@@ -131,7 +141,9 @@ def test_ema_evaluation_is_close_to_the_live_one_early_in_a_run():
     ema = eval_step(state, batch)
     live = eval_step(state.replace(ema=None), batch)
     assert int(live["correct"]) > 128  # The live model has learned the task...
-    assert int(ema["correct"]) >= int(live["correct"]) - 26  # ...and the EMA is within 10 points of it.
+    assert (
+        int(ema["correct"]) >= int(live["correct"]) - 26
+    )  # ...and the EMA is within 10 points of it.
 
 
 def test_schedules_follow_their_formulas():
@@ -142,8 +154,10 @@ def test_schedules_follow_their_formulas():
     assert float(lr(100)) == pytest.approx(0.01)
     assert float(lr(550)) == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * 0.5)), rel=1e-5)
     assert float(lr(1000)) == pytest.approx(0.0, abs=1e-9)
-    one = learning_rate_schedule(config(schedule="onecycle", learning_rate=0.01, warmup_epochs=3.0,
-                                        num_epochs=10), total_steps=1000)
+    one = learning_rate_schedule(
+        config(schedule="onecycle", learning_rate=0.01, warmup_epochs=3.0, num_epochs=10),
+        total_steps=1000,
+    )
     assert float(one(300)) == pytest.approx(0.01, rel=1e-4)
     assert float(one(0)) < 0.001 and float(one(1000)) < 1e-5
     assert learning_rate_schedule(config(), None) == 1e-3
@@ -157,8 +171,11 @@ def test_label_smoothing_matches_the_smoothed_targets():
     targets[np.arange(5), labels] += 1 - eps
     manual = -(targets * np.asarray(jax.nn.log_softmax(logits))).sum(-1)
     np.testing.assert_allclose(cross_entropy(logits, labels, eps), manual, rtol=1e-5)
-    np.testing.assert_allclose(cross_entropy(logits, labels, 0.0),
-                               -np.asarray(jax.nn.log_softmax(logits))[np.arange(5), labels], rtol=1e-5)
+    np.testing.assert_allclose(
+        cross_entropy(logits, labels, 0.0),
+        -np.asarray(jax.nn.log_softmax(logits))[np.arange(5), labels],
+        rtol=1e-5,
+    )
 
 
 def test_flip_tta_equals_plain_evaluation_on_mirror_symmetric_images():
@@ -166,17 +183,25 @@ def test_flip_tta_equals_plain_evaluation_on_mirror_symmetric_images():
     half = (images(4)[:, :, :14] * 255).astype(jnp.uint8)
     symmetric = jnp.concatenate([half, half[:, :, ::-1]], axis=2)
     batch = {"image": symmetric, "label": jnp.arange(4)}
-    np.testing.assert_allclose(float(eval_step(state, batch, tta_flip=True)["loss_sum"]),
-                               float(eval_step(state, batch)["loss_sum"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(eval_step(state, batch, tta_flip=True)["loss_sum"]),
+        float(eval_step(state, batch)["loss_sum"]),
+        rtol=1e-5,
+    )
     asym = {"image": (images(4) * 255).astype(jnp.uint8), "label": jnp.arange(4)}
-    assert float(eval_step(state, asym, tta_flip=True)["loss_sum"]) != float(eval_step(state, asym)["loss_sum"])
+    assert float(eval_step(state, asym, tta_flip=True)["loss_sum"]) != float(
+        eval_step(state, asym)["loss_sum"]
+    )
 
 
 def test_augmented_training_step_needs_and_uses_the_key():
     state = create_train_state(jax.random.key(0), config())
     batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
-    opts = dict(augmentations=augment.from_config(
-        {"augment_crop_padding": 2, "augment_flip": True, "augment_erasing": 0.5}))
+    opts = dict(
+        augmentations=augment.from_config(
+            {"augment_crop_padding": 2, "augment_flip": True, "augment_erasing": 0.5}
+        )
+    )
     a, _ = train_step(state, batch, jax.random.key(1), **opts)
     b, _ = train_step(state, batch, jax.random.key(1), **opts)
     c, _ = train_step(state, batch, jax.random.key(2), **opts)

@@ -89,7 +89,9 @@ def test_batched_predictions_do_not_depend_on_the_batch_size(trained, tiny_idx):
     config, state = predict.load_trained(trained)
     test = data.read_idx(tiny_idx, "test")
     whole = report.predict_classes(state, test.images, config)
-    padded = report.predict_classes(state, test.images, config, batch_size=64)  # 3 x 64 + 8 (padded).
+    padded = report.predict_classes(
+        state, test.images, config, batch_size=64
+    )  # 3 x 64 + 8 (padded).
     np.testing.assert_array_equal(whole, padded)
     matrix = report.confusion_matrix(test.labels, whole)
     saved = np.array(json.loads((trained / "plots" / "confusion_matrix.json").read_text()))
@@ -104,12 +106,18 @@ def test_cli_regenerates_the_report_after_a_crash(crashed):
         assert str(crashed / "plots" / name) in printed, name
         assert png_size(crashed / "plots" / name)[0] >= 400
     assert str(crashed / "report.md") in printed
-    assert np.array(json.loads((crashed / "plots" / "confusion_matrix.json").read_text())).sum() == TEST_N
+    assert (
+        np.array(json.loads((crashed / "plots" / "confusion_matrix.json").read_text())).sum()
+        == TEST_N
+    )
     report = (crashed / "report.md").read_text()
     assert "No summary.json" in report
     assert "| epochs | 1 of 2 |" in report and "| steps | 20 |" in report
-    first_eval = json.loads([line for line in (crashed / "metrics.jsonl").read_text().splitlines()
-                             if '"eval"' in line][0])
+    first_eval = json.loads(
+        [line for line in (crashed / "metrics.jsonl").read_text().splitlines() if '"eval"' in line][
+            0
+        ]
+    )
     assert f"| test accuracy | {first_eval['test_accuracy']:.4f} |" in report
     for name in PNGS:
         assert f"](plots/{name})" in report
@@ -118,13 +126,21 @@ def test_cli_regenerates_the_report_after_a_crash(crashed):
 @pytest.mark.slow
 def test_compare_two_workdirs(trained, crashed, tmp_path):
     output = tmp_path / "both.png"
-    proc = run_module("fashion_jax.report", "--compare", trained, crashed, "--output", output, check=True)
+    proc = run_module(
+        "fashion_jax.report", "--compare", trained, crashed, "--output", output, check=True
+    )
     assert png_size(output)[0] >= 400 and output.stat().st_size > 10_000
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line}
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in proc.stdout.splitlines()
+        if line.startswith("| ") and "---" not in line
+    }
     assert set(rows) == {"workdir", "finished", "crashed *"}, proc.stdout
-    evals = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()
-             if '"eval"' in line]
+    evals = [
+        json.loads(line)
+        for line in (trained / "metrics.jsonl").read_text().splitlines()
+        if '"eval"' in line
+    ]
     assert rows["finished"][0] == "2" and rows["crashed *"][0] == "1"
     assert rows["finished"][1] == f"{max(r['test_accuracy'] for r in evals):.4f}"
     assert rows["finished"][2] == f"{evals[-1]['test_accuracy']:.4f}"
@@ -144,7 +160,9 @@ def test_compare_default_output_is_in_the_current_folder(trained, tmp_path, monk
 def test_report_errors_exit_cleanly(tmp_path, capsys):
     from fashion_jax import report
 
-    assert_clean_error(run_module("fashion_jax.report", "--workdir", tmp_path / "nope"), "does not exist")
+    assert_clean_error(
+        run_module("fashion_jax.report", "--workdir", tmp_path / "nope"), "does not exist"
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert report.main(["--workdir", str(empty)]) == 2
@@ -200,7 +218,10 @@ def dark_background_jpeg(path):
 def test_predict_on_image_files(trained, tmp_path):
     from fashion_jax.data import CLASS_NAMES
 
-    files = [light_background_png(tmp_path / "shirt.png"), dark_background_jpeg(tmp_path / "trousers.jpg")]
+    files = [
+        light_background_png(tmp_path / "shirt.png"),
+        dark_background_jpeg(tmp_path / "trousers.jpg"),
+    ]
     proc = run_module("fashion_jax.predict", "--workdir", trained, *files, check=True)
     pattern = re.compile("(" + "|".join(map(re.escape, CLASS_NAMES)) + r") ([0-9.]+)")
     for file in files:
@@ -217,8 +238,11 @@ def test_predict_on_image_files(trained, tmp_path):
 def test_predict_refuses_a_file_that_is_not_an_image(trained, tmp_path):
     fake = tmp_path / "x.png"
     fake.write_text("this is text, not a picture\n")
-    assert_clean_error(run_module("fashion_jax.predict", "--workdir", trained, fake),
-                       "x.png is not an image", "PNG or JPEG")
+    assert_clean_error(
+        run_module("fashion_jax.predict", "--workdir", trained, fake),
+        "x.png is not an image",
+        "PNG or JPEG",
+    )
 
 
 def test_load_image_file_looks_like_fashion_mnist(tmp_path):
@@ -234,5 +258,7 @@ def test_load_image_file_looks_like_fashion_mnist(tmp_path):
     # The white background became black: the object touches the left and right edges only.
     border = np.concatenate([light[0], light[-1], light[:, 0], light[:, -1]])
     assert border.mean() < 40 and (border < 25).mean() > 0.8, border.mean()
-    assert light[:4].max() == 0 and light[-4:].max() == 0  # Padding above and below the wide object.
+    assert (
+        light[:4].max() == 0 and light[-4:].max() == 0
+    )  # Padding above and below the wide object.
     assert dark[:, :4].max() == 0 and dark[:, -4:].max() == 0  # Padding beside the tall object.

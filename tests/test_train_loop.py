@@ -15,21 +15,31 @@ import pytest
 
 from conftest import ROOT
 from fashion_jax import config as config_lib
-from fashion_jax import sharding, steps, train
+from fashion_jax import data, programs, sharding, steps, train
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, UserError
 
 
 def tiny_config(tiny_idx, tiny_tfds, **overrides):
-    values = {"data_dir": str(tiny_tfds), "idx_dir": str(tiny_idx), "download": "false", "num_epochs": "2",
-              "batch_size": "32", "log_every_steps": "5", "checkpoint_every_steps": "10",
-              "eval_batch_size": "100", "progress_bar": "false", **{k: str(v) for k, v in overrides.items()}}
+    values = {
+        "data_dir": str(tiny_tfds),
+        "idx_dir": str(tiny_idx),
+        "download": "false",
+        "num_epochs": "2",
+        "batch_size": "32",
+        "log_every_steps": "5",
+        "checkpoint_every_steps": "10",
+        "eval_batch_size": "100",
+        "progress_bar": "false",
+        **{k: str(v) for k, v in overrides.items()},
+    }
     return config_lib.validate(config_lib.apply_overrides(config_lib.get_config(), values))
 
 
 def test_chunks_end_exactly_at_log_checkpoint_and_epoch_boundaries():
-    c = config_lib.apply_overrides(config_lib.get_config(), {"log_every_steps": "10",
-                                                              "checkpoint_every_steps": "25"})
+    c = config_lib.apply_overrides(
+        config_lib.get_config(), {"log_every_steps": "10", "checkpoint_every_steps": "25"}
+    )
     step, ends = 0, []
     while step < 60:
         step += train.chunk_length(step, epoch_end=60, config=c, k=8)
@@ -41,7 +51,12 @@ def test_chunks_end_exactly_at_log_checkpoint_and_epoch_boundaries():
 def test_loop_state_closes_windows_into_epoch_sums_and_round_trips_through_meta():
     loop = train.LoopState(window_loss=3.0, window_accuracy=1.5, window_steps=3, train_seconds=2.0)
     assert loop.close_window() == (1.0, 0.5)
-    assert (loop.epoch_loss, loop.epoch_steps, loop.window_steps, loop.window_loss) == (3.0, 3, 0, 0.0)
+    assert (loop.epoch_loss, loop.epoch_steps, loop.window_steps, loop.window_loss) == (
+        3.0,
+        3,
+        0,
+        0.0,
+    )
     meta = json.loads(json.dumps({"loop": loop.__dict__}))
     assert train.LoopState.from_meta(meta) == loop
     assert train.LoopState.from_meta({}) == train.LoopState()
@@ -49,21 +64,21 @@ def test_loop_state_closes_windows_into_epoch_sums_and_round_trips_through_meta(
 
 def test_steps_per_call_default_depends_on_the_platform():
     c = config_lib.get_config()
-    assert train.steps_per_call(c, "cpu") == 1
-    assert train.steps_per_call(c, "gpu") == train.steps_per_call(c, "tpu") == 100
+    assert programs.steps_per_call(c, "cpu") == 1
+    assert programs.steps_per_call(c, "gpu") == programs.steps_per_call(c, "tpu") == 100
     c.steps_per_call = 7
-    assert train.steps_per_call(c, "gpu") == 7
+    assert programs.steps_per_call(c, "gpu") == 7
 
 
 def _chunk_run(config, splits, k, n_steps):
     mesh = sharding.make_mesh()
     key = jax.random.key(0)
     state = steps.create_train_state(key, config, total_steps=100)
-    chunk = train.make_train_chunk(config, mesh, config.batch_size, key, k)
+    chunk = programs.make_train_chunk(config, mesh, config.batch_size, key, k)
     images = sharding.put_replicated(splits["train"].images, mesh)
     labels = sharding.put_replicated(splits["train"].labels, mesh)
     perm = jnp.arange(len(splits["train"].labels))
-    window = train.new_window(mesh, train.LoopState())
+    window = programs.new_window(mesh)
     step = 0
     while step < n_steps:
         n = min(k, n_steps - step)
@@ -75,16 +90,22 @@ def _chunk_run(config, splits, k, n_steps):
 @pytest.mark.parametrize("model", ["seed_cnn", "resnet_small"])
 def test_k_steps_in_one_call_give_the_same_parameters_as_k_calls(tiny_idx, tiny_tfds, model):
     config = tiny_config(tiny_idx, tiny_tfds, model=model, augment_flip="true", batch_size=16)
-    splits = train.load_splits(config)
+    splits = data.load_splits(config)
     n = 12 if model == "seed_cnn" else 4
     single, w1 = _chunk_run(config, splits, 1, n)
-    looped, wk = _chunk_run(config, splits, 5, n)  # Chunks of 5, 5, 2 (or 4): a partial last chunk too.
-    if model == "seed_cnn":  # Its custom-VJP convolutions compile to the same kernels in a loop body.
+    looped, wk = _chunk_run(
+        config, splits, 5, n
+    )  # Chunks of 5, 5, 2 (or 4): a partial last chunk too.
+    if (
+        model == "seed_cnn"
+    ):  # Its custom-VJP convolutions compile to the same kernels in a loop body.
         jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b, strict=True), single, looped)
         np.testing.assert_array_equal(w1["loss"], wk["loss"])
     else:  # XLA:CPU lowers autodiff's convolutions differently inside a loop: same math, other
         # rounding, which batch norm amplifies. The difference is a small fraction of the update.
-        init = jax.device_get(steps.create_train_state(jax.random.key(0), config, total_steps=100).params)
+        init = jax.device_get(
+            steps.create_train_state(jax.random.key(0), config, total_steps=100).params
+        )
         norm = lambda t: float(np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(t))))
         update = norm(jax.tree.map(np.subtract, single, init))
         assert norm(jax.tree.map(np.subtract, single, looped)) < 0.02 * update
@@ -92,20 +113,32 @@ def test_k_steps_in_one_call_give_the_same_parameters_as_k_calls(tiny_idx, tiny_
 
 
 def _records(workdir):
-    return [{k: v for k, v in r.items() if k not in ("images_per_second", "epoch_seconds")}
-            for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())]
+    return [
+        {k: v for k, v in r.items() if k not in ("images_per_second", "epoch_seconds")}
+        for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+    ]
 
 
-def test_a_run_with_several_steps_per_call_writes_the_same_metrics_and_state(tmp_path, tiny_idx, tiny_tfds):
+def test_a_run_with_several_steps_per_call_writes_the_same_metrics_and_state(
+    tmp_path, tiny_idx, tiny_tfds
+):
     one = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds), tmp_path / "k1")
-    seven = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, steps_per_call=7), tmp_path / "k7")
+    seven = train.train_and_evaluate(
+        tiny_config(tiny_idx, tiny_tfds, steps_per_call=7), tmp_path / "k7"
+    )
     assert _records(tmp_path / "k1") == _records(tmp_path / "k7")
     assert one["test_accuracy"] == seven["test_accuracy"] and one["steps"] == seven["steps"] == 40
     _, s1 = workdir_lib.load_trained(tmp_path / "k1")
     _, s7 = workdir_lib.load_trained(tmp_path / "k7")
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b, strict=True), s1.params, s7.params)
-    steps_saved = sorted(int(p.name) for p in (tmp_path / "k7" / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps_saved[-1] == 40 and all(s % 10 == 0 for s in steps_saved)  # Exact checkpoint steps.
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(a, b, strict=True), s1.params, s7.params
+    )
+    steps_saved = sorted(
+        int(p.name) for p in (tmp_path / "k7" / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert steps_saved[-1] == 40 and all(
+        s % 10 == 0 for s in steps_saved
+    )  # Exact checkpoint steps.
 
 
 def test_nan_is_caught_inside_a_multi_step_call(tmp_path, tiny_idx, tiny_tfds):
@@ -117,7 +150,8 @@ def test_nan_is_caught_inside_a_multi_step_call(tmp_path, tiny_idx, tiny_tfds):
 
 
 def test_summary_describes_the_trained_state_and_fewer_epochs_than_trained_are_refused(
-        tmp_path, tiny_idx, tiny_tfds):
+    tmp_path, tiny_idx, tiny_tfds
+):
     w = tmp_path / "w"
     summary = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds), w)
     assert summary["steps"] == 40 and summary["epochs"] == 2
@@ -125,10 +159,16 @@ def test_summary_describes_the_trained_state_and_fewer_epochs_than_trained_are_r
     assert summary["train_flops_total"] == summary["train_flops_per_step"] * 40 > 0
     with pytest.raises(CheckpointError, match="trained for 40 steps"):
         train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, num_epochs=1), w)
-    more = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, num_epochs=3, log_every_steps=4), w)
-    assert more["steps"] == 60 and more["epochs"] == 3  # More epochs (and another log interval) continue.
+    more = train.train_and_evaluate(
+        tiny_config(tiny_idx, tiny_tfds, num_epochs=3, log_every_steps=4), w
+    )
+    assert (
+        more["steps"] == 60 and more["epochs"] == 3
+    )  # More epochs (and another log interval) continue.
     with pytest.raises(CheckpointError, match="max_train_examples: 0 -> 320"):
-        train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, num_epochs=3, max_train_examples=320), w)
+        train.train_and_evaluate(
+            tiny_config(tiny_idx, tiny_tfds, num_epochs=3, max_train_examples=320), w
+        )
 
 
 def test_the_workdir_lock_refuses_a_second_trainer_and_dies_with_its_holder(tmp_path):
@@ -139,9 +179,16 @@ def test_the_workdir_lock_refuses_a_second_trainer_and_dies_with_its_holder(tmp_
     with workdir_lib.Lock(tmp_path):  # Released on exit.
         pass
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from fashion_jax.workdir import Lock; "
-         f"l = Lock({str(tmp_path)!r}).__enter__(); print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from fashion_jax.workdir import Lock; "
+            f"l = Lock({str(tmp_path)!r}).__enter__(); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(UserError, match=f"pid {holder.pid}"):
         workdir_lib.Lock(tmp_path).__enter__()
@@ -157,17 +204,25 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tiny_idx, tiny_tf
         state = steps.create_train_state(jax.random.key(0), config)
         for tree in (state.params, state.opt_state, state.batch_stats):
             assert {x.dtype for x in jax.tree.leaves(tree) if hasattr(x, "dtype")} <= {
-                jnp.dtype("float32"), jnp.dtype("int32")}
+                jnp.dtype("float32"),
+                jnp.dtype("int32"),
+            }
         x = jnp.zeros((4, 28, 28, 1), jnp.uint8)
         logits = steps.predict_logits(state, x)
         assert logits.shape == (4, 10) and logits.dtype == jnp.float32
-        jaxpr = str(jax.make_jaxpr(lambda s: steps.predict_logits(s, x))(state))
-        dots = [line for line in jaxpr.splitlines() if "conv_general_dilated" in line or "dot_general" in line]
+        jaxpr = str(jax.make_jaxpr(steps.predict_logits)(state, x))
+        dots = [
+            line
+            for line in jaxpr.splitlines()
+            if "conv_general_dilated" in line or "dot_general" in line
+        ]
         assert dots and all("bf16" in line for line in dots), dots
 
 
 def test_bfloat16_training_converges_on_a_short_run(tmp_path, tiny_idx, tiny_tfds):
-    summary = train.train_and_evaluate(tiny_config(tiny_idx, tiny_tfds, compute_dtype="bfloat16"), tmp_path / "w")
+    summary = train.train_and_evaluate(
+        tiny_config(tiny_idx, tiny_tfds, compute_dtype="bfloat16"), tmp_path / "w"
+    )
     assert summary["test_accuracy"] > 0.5  # Chance is 0.1; float32 reaches about the same.
 
 
@@ -182,7 +237,10 @@ def test_sweep_runs_each_seed_in_its_own_workdir_and_resumes(tmp_path, tiny_idx,
     result = json.loads((w / "sweep.json").read_text())
     assert [r["seed"] for r in result["seeds"]] == [0, 1]
     accs = [r["test_accuracy"] for r in result["seeds"]]
-    assert accs[0] != accs[1] or result["seeds"][0]["train_seconds"] != result["seeds"][1]["train_seconds"]
+    assert (
+        accs[0] != accs[1]
+        or result["seeds"][0]["train_seconds"] != result["seeds"][1]["train_seconds"]
+    )
     assert result["test_accuracy_mean"] == pytest.approx(sum(accs) / 2)
     assert json.loads((w / "seed_1" / "config.json").read_text())["seed"] == 1
     assert "test_accuracy:" in out and "± " in out
