@@ -1,13 +1,16 @@
 # Two commands do all set-up on a fresh Debian/Ubuntu machine with Python 3.11+:
 #   make run    train the default experiment (experiments/base)
 #   make test   run the test suite
+#   make lint   ruff: lint and formatting check
+#   make check-install  pip resolves the pinned dependencies for Python 3.11-3.13 on Linux
+#                       x86-64/aarch64 and macOS arm64 (a dry run against PyPI, no install)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 IDX_DIR := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install data bench clean
+.PHONY: run test lint check-install install data bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +33,12 @@ run: install data
 
 test: install data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+check-install: install
+	$(BIN)/python .ci/check-install
 
 bench: install data
 	$(BIN)/python benchmarks/step_speed.py
