@@ -70,6 +70,25 @@ def resolve_config(workdir: str, config_file: str | None, overrides: dict[str, s
     return config_lib.validate(config_lib.apply_overrides(cfg, overrides))
 
 
+def _disk_error(error: BaseException) -> OSError | None:
+    """The full-disk / quota / read-only / permission OSError behind `error` (Orbax and TensorStore
+    wrap them), or None."""
+    import errno
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EROFS,
+            errno.EACCES,
+        ):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -91,6 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + p.signum
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as e:
+        disk = _disk_error(e)
+        if disk is None:
+            raise
+        print(
+            f"error: cannot write ({disk.strerror}: {disk.filename or args.workdir}). Free some space "
+            "or fix the permissions, then rerun the same command: it resumes from the last complete "
+            "checkpoint.",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     import jax
 

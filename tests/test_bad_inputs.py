@@ -464,6 +464,27 @@ def test_every_kind_of_input_has_cases():
     assert len(CASES) >= 45
 
 
+def test_a_full_disk_during_training_is_one_error_line(
+    tmp_path, tiny_idx, tiny_tfds, capsys, monkeypatch
+):
+    """Saves that fail with ENOSPC (as from a full disk) end in one line, not five tracebacks."""
+    import errno
+
+    from fashion_jax import checkpoints, run
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "w" / "checkpoints"))
+
+    monkeypatch.setattr(checkpoints.Checkpoints, "save", full)
+    status = run.main(["--workdir", str(tmp_path / "w"), *runner_args(tiny_idx, tiny_tfds)])
+    err = capsys.readouterr().err
+    assert (
+        status == 2
+        and err.startswith("error: cannot write (No space left on device")
+        and "Traceback" not in err
+    )
+
+
 def test_a_corrupt_gzip_stays_a_clean_error(tmp_path):
     """The IDX reader's own check, without the runner around it."""
     from fashion_jax import data
