@@ -207,9 +207,10 @@ MODELS = {
         PlainSeedCNN, features=(32, 32), hidden=128, hidden_relu=True
     ),
     "resnet_small": ResNetSmall,
-    # Accuracy per CPU-minute (benchmarks/NOTES.md, "Frontier"): ~7 and ~12 MFLOP per image.
+    # Accuracy per CPU-minute (benchmarks/NOTES.md, "Frontier"): ~7, ~12 and ~33 MFLOP per image.
     "convnet_s": functools.partial(ConvNet, widths=(24, 48, 96)),
     "convnet_m": functools.partial(ConvNet, widths=(32, 64, 128)),
+    "convnet_l": functools.partial(ConvNet, widths=(48, 96, 192), extra=((2, 192),)),
 }
 
 
