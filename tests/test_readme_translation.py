@@ -124,13 +124,15 @@ def test_the_definition_of_a_command():
 def test_every_command_is_in_both_readmes(source, target):
     assert len(shell_commands(source.read_text(encoding="utf-8"))) >= 5, f"no shell commands found in {source.name}"
     missing = _missing(source, target)
-    assert not missing, (f"{len(missing)} shell command(s) of {source.name} are missing from {target.name} "
-                         f"(add them there, or remove them here):\n" + "\n".join(missing))
+    if missing:
+        pytest.fail(f"{len(missing)} shell command(s) of {source.name} are missing from {target.name} "
+                    f"(add them there, or remove them here):\n" + "\n".join(missing), pytrace=False)
 
 
 @pytest.mark.parametrize("source, target", [(README, TRANSLATION), (TRANSLATION, README)],
                          ids=["README.md->README.zh-CN.md", "README.zh-CN.md->README.md"])
 def test_each_readme_links_to_the_other(source, target):
     link = re.compile(r"(\]\(|href=\")(\./)?" + re.escape(target.name) + r"(#[^)\"]*)?[)\"]")
-    found = link.search(source.read_text(encoding="utf-8")) is not None
-    assert found, f"{source.name} has no link to {target.name}: add e.g. [{target.name}]({target.name})"
+    if not link.search(source.read_text(encoding="utf-8")):
+        pytest.fail(f"{source.name} has no link to {target.name}: add e.g. [{target.name}]({target.name})",
+                    pytrace=False)
