@@ -88,51 +88,72 @@ def shell_commands(markdown: str) -> dict[str, tuple[int, str]]:
 
 def _missing(source: Path, target: Path) -> list[str]:
     have = shell_commands(target.read_text(encoding="utf-8"))
-    return [f"  {source.name} line {line}: {command}"
-            for key, (line, command) in shell_commands(source.read_text(encoding="utf-8")).items()
-            if key not in have]
+    return [
+        f"  {source.name} line {line}: {command}"
+        for key, (line, command) in shell_commands(source.read_text(encoding="utf-8")).items()
+        if key not in have
+    ]
 
 
 def test_the_definition_of_a_command():
-    text = "\n".join([
-        "Run `python -m not.a.command` inline.",
-        "$ make run",
-        "```bash",
-        "make test    # all tests",
-        "# a comment line",
-        "python -m fashion_jax.run --workdir /shared/base \\",
-        "  --config.num_epochs=2   # continued",
-        "",
-        "pip install \"jax[cuda12]\"",
-        "```",
-        "```python",
-        "import jax",
-        "```",
-        "```console",
-        "$ XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest",
-        "3 passed",
-        "```",
-    ])
+    text = "\n".join(
+        [
+            "Run `python -m not.a.command` inline.",
+            "$ make run",
+            "```bash",
+            "make test    # all tests",
+            "# a comment line",
+            "python -m fashion_jax.run --workdir /shared/base \\",
+            "  --config.num_epochs=2   # continued",
+            "",
+            'pip install "jax[cuda12]"',
+            "```",
+            "```python",
+            "import jax",
+            "```",
+            "```console",
+            "$ XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest",
+            "3 passed",
+            "```",
+        ]
+    )
     assert list(shell_commands(text)) == [
-        "make run", "make test", "python -m fashion_jax.run --workdir /shared/base --config.num_epochs=2",
-        "pip install jax[cuda12]", "XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest"]
+        "make run",
+        "make test",
+        "python -m fashion_jax.run --workdir /shared/base --config.num_epochs=2",
+        "pip install jax[cuda12]",
+        "XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m pytest",
+    ]
     assert shell_commands(text)["pip install jax[cuda12]"] == (9, 'pip install "jax[cuda12]"')
 
 
-@pytest.mark.parametrize("source, target", [(README, TRANSLATION), (TRANSLATION, README)],
-                         ids=["README.md->README.zh-CN.md", "README.zh-CN.md->README.md"])
+@pytest.mark.parametrize(
+    "source, target",
+    [(README, TRANSLATION), (TRANSLATION, README)],
+    ids=["README.md->README.zh-CN.md", "README.zh-CN.md->README.md"],
+)
 def test_every_command_is_in_both_readmes(source, target):
-    assert len(shell_commands(source.read_text(encoding="utf-8"))) >= 5, f"no shell commands found in {source.name}"
+    assert len(shell_commands(source.read_text(encoding="utf-8"))) >= 5, (
+        f"no shell commands found in {source.name}"
+    )
     missing = _missing(source, target)
     if missing:
-        pytest.fail(f"{len(missing)} shell command(s) of {source.name} are missing from {target.name} "
-                    f"(add them there, or remove them here):\n" + "\n".join(missing), pytrace=False)
+        pytest.fail(
+            f"{len(missing)} shell command(s) of {source.name} are missing from {target.name} "
+            f"(add them there, or remove them here):\n" + "\n".join(missing),
+            pytrace=False,
+        )
 
 
-@pytest.mark.parametrize("source, target", [(README, TRANSLATION), (TRANSLATION, README)],
-                         ids=["README.md->README.zh-CN.md", "README.zh-CN.md->README.md"])
+@pytest.mark.parametrize(
+    "source, target",
+    [(README, TRANSLATION), (TRANSLATION, README)],
+    ids=["README.md->README.zh-CN.md", "README.zh-CN.md->README.md"],
+)
 def test_each_readme_links_to_the_other(source, target):
     link = re.compile(r"(\]\(|href=\")(\./)?" + re.escape(target.name) + r"(#[^)\"]*)?[)\"]")
     if not link.search(source.read_text(encoding="utf-8")):
-        pytest.fail(f"{source.name} has no link to {target.name}: add e.g. [{target.name}]({target.name})",
-                    pytrace=False)
+        pytest.fail(
+            f"{source.name} has no link to {target.name}: add e.g. [{target.name}]({target.name})",
+            pytrace=False,
+        )
