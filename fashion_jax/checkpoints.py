@@ -15,8 +15,12 @@ next older one is tried.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
+import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,37 @@ def digest(tree) -> jax.Array:
         m = jnp.arange(w.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
         out.append(jnp.stack([w.sum(dtype=jnp.uint32), (w * m).sum(dtype=jnp.uint32)]))
     return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
+
+
+def _from_storage_threads(exc: BaseException | None, tb) -> bool:
+    """Whether an exception comes from Orbax/TensorStore/asyncio machinery (a failed read's
+    leftovers, or its callbacks hitting an event loop Orbax already closed)."""
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+        return True
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    return any(
+        ("orbax" in f.filename or "tensorstore" in f.filename or "asyncio" in f.filename)
+        for f in frames
+    )
+
+
+def _quiet_background_errors() -> None:
+    """After a damaged checkpoint was found (and reported in one line), stops the storage
+    threads' leftover exceptions from printing tracebacks; other background errors still print."""
+    previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+    if getattr(previous_unraisable, "fashion_jax_quiet", False):
+        return
+
+    def unraisable(u):
+        if not _from_storage_threads(u.exc_value, u.exc_traceback):
+            previous_unraisable(u)
+
+    def thread(args):
+        if not _from_storage_threads(args.exc_value, args.exc_traceback):
+            previous_thread(args)
+
+    unraisable.fashion_jax_quiet = True
+    sys.unraisablehook, threading.excepthook = unraisable, thread
 
 
 def _host(x: jax.Array) -> np.ndarray:
@@ -138,6 +173,12 @@ class Checkpoints:
         return sorted(self.manager.all_steps())
 
     def _set_aside(self, step: int, reason: str) -> None:
+        # A failed restore leaves Orbax's other concurrent reads as futures whose exceptions nobody
+        # retrieves; asyncio would print each one's traceback whenever it is garbage-collected.
+        # The failure is reported below, once, in one line.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        _quiet_background_errors()
+        gc.collect()
         if self.read_only:
             print(
                 f"WARNING: checkpoint at step {step} is unreadable ({reason}); skipping it.",
