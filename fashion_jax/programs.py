@@ -5,7 +5,6 @@ Pure functions of a config and a mesh that return jitted functions (nothing here
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -80,16 +79,15 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
-def model_costs(config, compiled_train_step) -> dict[str, Any]:
+def model_costs(state, compiled_train_step, num_devices: int = 1) -> dict[str, Any]:
     """{"params": count, "forward_flops": per image (eval mode), "train_step_flops": per step of
-    the global batch}, FLOPs from XLA's cost analysis of the compiled programs."""
-    state = jax.eval_shape(
-        functools.partial(steps.create_train_state, config=config, total_steps=1), jax.random.key(0)
-    )
+    the global batch}, FLOPs from XLA's cost analysis of the compiled programs. `state`: the
+    train state or its shapes (`jax.ShapeDtypeStruct`s). The compiled step is the per-device
+    program of a data-parallel step, so its FLOPs are counted `num_devices` times."""
     x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8)
     forward = jax.jit(steps.predict_logits).lower(state, x).compile()
     return {
         "params": int(sum(p.size for p in jax.tree.leaves(state.params))),
         "forward_flops": _flops(forward),
-        "train_step_flops": _flops(compiled_train_step),
+        "train_step_flops": (_flops(compiled_train_step) or 0) * num_devices or None,
     }

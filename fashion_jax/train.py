@@ -88,17 +88,12 @@ class Run:
         self.sync_each_call = jax.devices()[0].platform == "cpu" and mesh.devices.size > 1
         repl = sharding.replicated(mesh)
         init_key, self.step_key, data_key = jax.random.split(jax.random.key(config.seed), 3)
-        self.init = functools.partial(
-            jax.jit(
-                functools.partial(steps.create_train_state, config=config, total_steps=total_steps),
-                out_shardings=repl,
-            ),
-            init_key,
+        init = jax.jit(
+            functools.partial(steps.create_train_state, config=config, total_steps=total_steps),
+            out_shardings=repl,
         )
-        self.abstract_state = jax.eval_shape(self.init)
-        self.abstract_state = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), self.abstract_state
-        )
+        self.init = functools.partial(init, init_key)
+        self.abstract_state = checkpoints.abstract_like(init, init_key, repl)
         n_train = len(splits["train"].labels)
         self.epoch_perm = jax.jit(
             lambda epoch: jax.random.permutation(jax.random.fold_in(data_key, epoch), n_train),
@@ -121,7 +116,7 @@ class Run:
             )
             .compile()
         )
-        self.costs = programs.model_costs(config, self.train_chunk)
+        self.costs = programs.model_costs(self.abstract_state, self.train_chunk, mesh.devices.size)
         self.evaluators = {
             name: Evaluator(s.images, s.labels, config.eval_batch_size, mesh, repl, config.tta_flip)
             for name, s in splits.items()
