@@ -17,20 +17,10 @@ import nbformat
 import pytest
 
 from conftest import ROOT, requires_real_data
+from fashion_jax.data import CLASS_NAMES
 
 NOTEBOOK = ROOT / "docs" / "tutorial.ipynb"
-CLASS_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
+
 # One epoch of 47 steps; 1,500 test images, so evaluation pads and masks its last batch of 1,000.
 SHORT = {
     "EPOCHS": 1,
