@@ -24,7 +24,11 @@ def get_config() -> ml_collections.ConfigDict:
     """The defaults: the tutorial's recipe (SeedCNN, Adam 1e-3, batch 64, 10 epochs, seed 0)."""
     c = ml_collections.ConfigDict()
     # Model and optimization.
-    c.model = "seed_cnn"  # One of fashion_jax.models.MODELS.
+    c.model = "seed_cnn"  # A name in fashion_jax.models.MODELS, or an import path "module:Name".
+    c.model_kwargs = {}  # The model's own settings: Name(num_classes=..., **model_kwargs).
+    # Where "module" of "module:Name" is looked up first (module.py there), before the workdir and
+    # sys.path; the runner sets it to the experiment file's folder (see models.resolve).
+    c.model_dir = ""
     c.num_epochs = 10
     c.batch_size = 64  # Global batch, split over all devices.
     c.learning_rate = 1e-3  # Peak learning rate when a schedule is used.
@@ -44,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
     c.compute_dtype = "float32"  # "bfloat16": mixed precision (params and optimizer stay float32).
     # Data.
+    c.dataset = (
+        "fashion_mnist"  # A tfds image-classification dataset (mnist, kmnist, cifar10, ...).
+    )
     c.data_dir = ""  # tfds data dir; "" means tfds' default (~/tensorflow_datasets).
     c.idx_dir = (
         ""  # IDX .gz folder for the offline build; "" means $FASHION_JAX_IDX_DIR or Debian's.
@@ -86,6 +93,7 @@ RESUMABLE_KEYS = frozenset(
         "process_id",
         "distributed_timeout_seconds",
         "steps_per_call",
+        "model_dir",  # Where the model's code is found, not what it is (model, model_kwargs are).
     }
 )
 
@@ -103,9 +111,9 @@ def check_resume(previous, config, workdir="the workdir") -> None:
     from fashion_jax.errors import CheckpointError
 
     changed = [
-        f"{k}: {previous[k]!r} -> {config[k]!r}"
+        f"{k}: {_plain(previous[k])!r} -> {_plain(config[k])!r}"
         for k in sorted(config.keys())
-        if k not in RESUMABLE_KEYS and k in previous and previous[k] != config[k]
+        if k not in RESUMABLE_KEYS and k in previous and _plain(previous[k]) != _plain(config[k])
     ]
     if changed:
         raise CheckpointError(
@@ -117,15 +125,25 @@ def check_resume(previous, config, workdir="the workdir") -> None:
         )
 
 
+def _plain(value):
+    """A config value as plain JSON data (nested ConfigDicts to dicts, tuples to lists)."""
+    if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+    return json.loads(json.dumps(value))
+
+
 def state_structure(config) -> dict:
     """What fixes the train state's structure: a checkpoint made under one of these cannot be
     restored under another (other keys, like num_epochs or learning_rate, may change on resume)."""
-    return {
+    structure = {
         "model": config.model,
         "optimizer": config.optimizer,
         "schedule": config.schedule != "constant",
         "ema": config.ema_decay > 0,
     }
+    if config.get("model_kwargs"):  # Only when set, so checkpoints made before the key still match.
+        structure["model_kwargs"] = _plain(config.model_kwargs)
+    return structure
 
 
 _CHOICES = {
@@ -180,11 +198,21 @@ def _parse_value(key: str, text: str, default):
             return int(text)
         if isinstance(default, float):
             return float(text)
+        if isinstance(default, ml_collections.ConfigDict):  # model_kwargs: a JSON object.
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         return text
     except ValueError:
         raise ConfigError(
-            f"--config.{key}={text!r}: expected {type(default).__name__}, "
-            f"like the default {default!r}."
+            f"--config.{key}={text!r}: expected "
+            + (
+                "a JSON object, like '{\"width\": 64}'"
+                if isinstance(default, ml_collections.ConfigDict)
+                else f"{type(default).__name__}, like the default {default!r}"
+            )
+            + "."
         ) from None
 
 
@@ -237,9 +265,18 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
         raise ConfigError(
             f"{path}: get_config() returned {type(loaded).__name__}, not a config. {hint}"
         )
-    return check_schema(
+    config = check_schema(
         ml_collections.ConfigDict(loaded) if isinstance(loaded, dict) else loaded, source=str(path)
     )
+    return with_model_dir(config, path.parent)
+
+
+def with_model_dir(config: ml_collections.ConfigDict, folder) -> ml_collections.ConfigDict:
+    """Sets `model_dir` to `folder` (absolute) when the model is a "module:Name" import path and
+    no model_dir is set, so a new process (predict, report, a resume) finds `module.py` there."""
+    if ":" in config.model and not config.model_dir:
+        config.model_dir = str(Path(folder).absolute())
+    return config
 
 
 def check_schema(
@@ -252,6 +289,15 @@ def check_schema(
             err = _unknown_key(key, config)
             raise ConfigError(f"{source}: {err}")
         default = config[key]
+        if isinstance(default, ml_collections.ConfigDict):  # model_kwargs: a mapping of str keys.
+            if not isinstance(value, (dict, ml_collections.ConfigDict)) or not all(
+                isinstance(k, str) for k in value
+            ):
+                raise ConfigError(
+                    f"{source}: '{key}' = {value!r} should be a dict with string keys."
+                )
+            config[key] = dict(value)
+            continue
         if isinstance(default, bool) != isinstance(value, bool) or (
             not isinstance(value, type(default))
             and not (isinstance(default, float) and isinstance(value, int))
@@ -268,8 +314,19 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks every value's range; returns the config unchanged or raises ConfigError."""
     from fashion_jax.models import MODELS
 
-    if config.model not in MODELS:
-        raise ConfigError(f"model '{config.model}' is unknown; choose one of {sorted(MODELS)}.")
+    module, colon, name = config.model.partition(":")
+    if not colon and config.model not in MODELS:
+        raise ConfigError(
+            f"model '{config.model}' is unknown; choose one of {sorted(MODELS)}, or give the import "
+            "path of your own class, 'module:Name' (module.py beside the experiment's config.py, or "
+            "an importable module)."
+        )
+    if colon and not (module and name.isidentifier()):
+        raise ConfigError(
+            f"model '{config.model}' is not an import path 'module:Name' (e.g. 'net:Net')."
+        )
+    if not config.dataset.strip():
+        raise ConfigError("dataset is empty; name a tfds dataset, e.g. fashion_mnist or mnist.")
     for key, choices in _CHOICES.items():
         if config[key] not in choices:
             raise ConfigError(f"{key} = {config[key]!r} is unknown; choose one of {list(choices)}.")

@@ -1,6 +1,10 @@
-"""Fashion-MNIST through tensorflow-datasets, with an offline build from IDX files.
+"""Datasets: Fashion-MNIST through tensorflow-datasets (with an offline build from IDX files), any
+other tfds image-classification dataset by name (`config.dataset`), or your own in-memory arrays.
 
-Sources, tried in this order by `load`:
+Image shape, channel count, number of classes and class names always come from the data
+(`describe`, `DatasetInfo`): tfds' features, or the arrays you pass.
+
+Fashion-MNIST sources, tried in this order by `load`:
 
 1. a `fashion_mnist` dataset already prepared in the tfds data dir (`data_dir`);
 2. the four IDX `.gz` files in `idx_dir` (default `/usr/share/datasets/fashion-mnist`, Debian's
@@ -66,10 +70,24 @@ FIXES = (
 
 
 class Split(NamedTuple):
-    """One split on the host: images uint8[N, 28, 28, 1], labels int32[N], in IDX order."""
+    """One split on the host: images uint8 or float32 [N, H, W, C], labels int32[N].
+
+    Fashion-MNIST's splits are uint8[N, 28, 28, 1] in IDX order."""
 
     images: np.ndarray
     labels: np.ndarray
+
+
+class DatasetInfo(NamedTuple):
+    """What a model needs to know of its data: image_shape (H, W, C), num_classes, class_names."""
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    class_names: tuple[str, ...]
+
+
+FASHION_MNIST = "fashion_mnist"
+MEMORY = "memory"  # config.dataset of a run trained on arrays passed to train_and_evaluate.
 
 
 def resolve_idx_dir(idx_dir: str | None) -> Path:
@@ -308,20 +326,33 @@ def load(
 
 
 def load_splits(config) -> dict[str, Split]:
-    """{"train", "test"[, "validation"]}: the tfds dataset, `validation_examples` held out from the
-    end of the training split, then the first `max_train_examples` of the rest. One process
-    prepares the tfds dataset while the others wait."""
-    source = (config.data_dir or None, config.idx_dir or None, config.download)
-    import jax
+    """{"train", "test"[, "validation"]} of `config.dataset` (see `load_data`)."""
+    return load_data(config)[0]
 
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
 
-        if jax.process_index() == 0:
-            prepare(*source)
-        multihost_utils.sync_global_devices("fashion_jax: dataset prepared")
-    splits = load(*source)
+def load_data(config, data: dict | None = None) -> tuple[dict[str, Split], DatasetInfo]:
+    """({"train", "test"[, "validation"]}, DatasetInfo): the splits a run trains and evaluates on.
+
+    data: in-memory splits (`from_arrays`), else `config.dataset` through tfds. `validation_examples`
+    are held out from the end of the training split (unless `data` has a "validation" split), then
+    the first `max_train_examples` of the rest are kept. One process prepares a tfds dataset while
+    the others wait.
+    """
+    if data is not None:
+        splits, info = from_arrays(data)
+    elif config.get("dataset", FASHION_MNIST) != FASHION_MNIST:
+        info, splits = describe(config), _load_tfds(config)
+    else:
+        splits, info = (
+            _load_fashion_mnist(config),
+            DatasetInfo(IMAGE_SHAPE, NUM_CLASSES, CLASS_NAMES),
+        )
+    for name, sp in splits.items():
+        if len(sp.labels) and (sp.labels.min() < 0 or sp.labels.max() >= info.num_classes):
+            raise DataError(f"the {name} split holds labels outside 0..{info.num_classes - 1}.")
     train, v = splits["train"], config.validation_examples
+    if "validation" in splits:
+        v = 0
     if v >= len(train.labels):
         raise ConfigError(
             f"validation_examples = {v} leaves no training data ({len(train.labels)} examples)."
@@ -336,4 +367,174 @@ def load_splits(config) -> dict[str, Split]:
     }
     if v:
         out["validation"] = Split(train.images[cut:], train.labels[cut:])
-    return out
+    elif "validation" in splits:
+        out["validation"] = splits["validation"]
+    return out, info
+
+
+def _load_fashion_mnist(config) -> dict[str, Split]:
+    source = (config.data_dir or None, config.idx_dir or None, config.download)
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        if jax.process_index() == 0:
+            prepare(*source)
+        multihost_utils.sync_global_devices("fashion_jax: dataset prepared")
+    return load(*source)
+
+
+def load_test(config) -> tuple[Split, DatasetInfo]:
+    """The test split of `config.dataset` and its DatasetInfo (what predict and report read)."""
+    if config.get("dataset", FASHION_MNIST) == FASHION_MNIST:
+        test = load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
+        return test, DatasetInfo(IMAGE_SHAPE, NUM_CLASSES, CLASS_NAMES)
+    return _load_tfds(config)["test"], describe(config)
+
+
+# ----------------------------------------------------------------------------- any tfds dataset
+
+
+def _tfds_builder(config):
+    """The tfds builder of `config.dataset` (DataError for a name tfds does not know)."""
+    tfds = _tfds()
+    try:
+        return tfds.builder(config.dataset, data_dir=config.data_dir or None)
+    except Exception as e:  # DatasetNotFoundError and friends.
+        raise DataError(
+            f"dataset '{config.dataset}' is not a tfds dataset here ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160]}). Name one tfds knows (fashion_mnist, mnist, kmnist, "
+            "cifar10, ...) or pass your arrays to train_and_evaluate(config, workdir, data=...)."
+        ) from None
+
+
+def _keys(info) -> tuple[str, str]:
+    image, label = info.supervised_keys or ("image", "label")
+    return image, label
+
+
+def describe(config) -> DatasetInfo:
+    """The DatasetInfo of `config.dataset`, from tfds' features (nothing downloaded or decoded)."""
+    if config.get("dataset", FASHION_MNIST) == FASHION_MNIST:
+        return DatasetInfo(IMAGE_SHAPE, NUM_CLASSES, CLASS_NAMES)
+    if config.dataset == MEMORY:
+        raise DataError(
+            "this run was trained on in-memory arrays: pass them again "
+            "(train_and_evaluate(config, workdir, data=...)) or use their DatasetInfo."
+        )
+    info = _tfds_builder(config).info
+    image_key, label_key = _keys(info)
+    try:
+        shape = tuple(info.features[image_key].shape)
+        label = info.features[label_key]
+        names = tuple(label.names)
+    except (KeyError, AttributeError, TypeError):
+        raise DataError(
+            f"dataset '{config.dataset}' is not an image-classification dataset (no image and "
+            "class-label features)."
+        ) from None
+    if len(shape) != 3 or None in shape:
+        raise DataError(
+            f"dataset '{config.dataset}' has images of shape {shape}; a fixed (H, W, C) is needed."
+        )
+    return DatasetInfo(shape, len(names), names)
+
+
+def _load_tfds(config) -> dict[str, Split]:
+    """{"train", "test"} of a tfds dataset other than fashion_mnist, in tfds' stored order."""
+    builder = _tfds_builder(config)
+    describe(config)
+    if not builder.is_prepared():
+        if not config.download:
+            raise DataError(
+                f"dataset '{config.dataset}' is not prepared in {builder.data_dir} and downloading "
+                "is disabled (--config.download=false)."
+            )
+        try:
+            builder.download_and_prepare()
+        except Exception as e:
+            raise DataError(
+                f"dataset '{config.dataset}' could not be downloaded or prepared "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+            ) from None
+    tfds = _tfds()
+    image_key, label_key = _keys(builder.info)
+    splits = {}
+    for split in ("train", "test"):
+        if split not in builder.info.splits:
+            raise DataError(
+                f"dataset '{config.dataset}' has no '{split}' split ({list(builder.info.splits)})."
+            )
+        try:
+            ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
+            batch = tfds.as_numpy(ds)
+        except Exception as e:
+            raise DataError(
+                f"dataset '{config.dataset}' cannot be read ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]})."
+            ) from None
+        splits[split] = Split(np.asarray(batch[image_key]), np.asarray(batch[label_key], np.int32))
+    return splits
+
+
+# ----------------------------------------------------------------------------- your own arrays
+
+
+def from_arrays(data: dict) -> tuple[dict[str, Split], DatasetInfo]:
+    """Checks in-memory splits and returns them with their DatasetInfo.
+
+    data: {"train": (images, labels), "test": (images, labels)}, optionally "validation" and
+    "class_names" (a sequence of names; default "0", "1", ... up to the largest label). images:
+    uint8 (0..255) or float32 (in [0, 1]) [N, H, W, C]; labels: integers [N]. Raises DataError for
+    a missing split, images and labels of different lengths, shapes that differ between splits,
+    or labels out of range.
+    """
+    if not isinstance(data, dict) or not {"train", "test"} <= set(data):
+        raise DataError('data must be a dict with "train" and "test": (images, labels) pairs.')
+    unknown = set(data) - {"train", "test", "validation", "class_names"}
+    if unknown:
+        raise DataError(f"data has unknown entries {sorted(unknown)}.")
+    splits = {}
+    for name in ("train", "validation", "test"):
+        if name not in data:
+            continue
+        try:
+            images, labels = data[name]
+        except (TypeError, ValueError):
+            raise DataError(f'data["{name}"] must be an (images, labels) pair.') from None
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim == 3:
+            raise DataError(
+                f'data["{name}"] images have shape {images.shape}; give [N, H, W, C] '
+                "(add a channel axis: images[..., None])."
+            )
+        if images.ndim != 4 or not (
+            images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)
+        ):
+            raise DataError(
+                f'data["{name}"] images are {images.dtype}{list(images.shape)}; give uint8 or '
+                "float32 [N, H, W, C]."
+            )
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f'data["{name}"] labels are {labels.dtype}{list(labels.shape)}; give integers [N].'
+            )
+        if len(images) != len(labels):
+            raise DataError(f'data["{name}"] has {len(images)} images but {len(labels)} labels.')
+        if np.issubdtype(images.dtype, np.floating):
+            images = images.astype(np.float32)
+        splits[name] = Split(images, labels.astype(np.int32))
+    shapes = {name: sp.images.shape[1:] for name, sp in splits.items()}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"the splits' images differ in shape: {shapes}.")
+    top = max(int(sp.labels.max()) for sp in splits.values() if len(sp.labels))
+    names = data.get("class_names")
+    names = tuple(str(n) for n in names) if names is not None else tuple(map(str, range(top + 1)))
+    for name, sp in splits.items():
+        if len(sp.labels) and (sp.labels.min() < 0 or sp.labels.max() >= len(names)):
+            raise DataError(
+                f'data["{name}"] holds label {int(sp.labels.min() if sp.labels.min() < 0 else sp.labels.max())}; '
+                f"labels must be in 0..{len(names) - 1} ({len(names)} classes)."
+            )
+    return splits, DatasetInfo(tuple(shapes["train"]), len(names), names)

@@ -16,7 +16,8 @@ from fashion_jax import sharding, steps
 
 
 class Evaluator:
-    """Evaluates or predicts on `images` uint8[N, 28, 28, 1] (and `labels` int32[N], optional).
+    """Evaluates or predicts on `images` [N, H, W, C], uint8 or float32 in [0, 1] (and `labels`
+    int32[N], optional).
 
     batch_size: examples per call, rounded up to a multiple of the mesh's devices. The state is
     expected on `state_sharding` (replicated over `mesh`).
@@ -35,7 +36,9 @@ class Evaluator:
         self.n = n = len(images)
         self.batch_size = bs = -(-min(batch_size, max(n, 1)) // n_dev) * n_dev
         self.num_batches = -(-n // bs)
-        padded_images = np.zeros((self.num_batches * bs, *images.shape[1:]), np.uint8)
+        images = np.asarray(images)
+        dtype = np.uint8 if images.dtype == np.uint8 else np.float32  # Float images stay float.
+        padded_images = np.zeros((self.num_batches * bs, *images.shape[1:]), dtype)
         padded_labels = np.zeros((self.num_batches * bs,), np.int32)
         padded_images[:n] = images
         if labels is not None:
@@ -78,17 +81,18 @@ class Evaluator:
         }
 
     def logits(self, state) -> np.ndarray:
-        """Logits float32[N, 10] for every example, in order."""
+        """Logits float32[N, num_classes] for every example, in order."""
         out = [
             np.asarray(self._fn(state, self.images, self.labels, i)[0])
             for i in range(self.num_batches)
         ]
-        return np.concatenate(out)[: self.n] if out else np.zeros((0, 10), np.float32)
+        return np.concatenate(out)[: self.n] if out else np.zeros((0, 0), np.float32)
 
 
-def predict_logits(state, images: np.ndarray, config=None, batch_size: int = 1000) -> np.ndarray:
-    """Logits float32[N, 10] of a trained `state` (replicated on this process' devices) for uint8
-    `images` [N, 28, 28, 1], with the config's flip TTA: what `report` and `predict` use."""
+def all_logits(state, images: np.ndarray, config=None, batch_size: int = 1000) -> np.ndarray:
+    """Logits float32[N, num_classes] of a trained `state` (replicated on this process' devices)
+    for `images` [N, H, W, C] (uint8, or float32 in [0, 1]) in padded batches, with the config's
+    flip TTA: what `report` and `predict` use. (`steps.predict_logits` is the pure one-batch step.)"""
     mesh = sharding.make_mesh()
     tta = bool(config is not None and config.get("tta_flip", False))
     return Evaluator(images, None, batch_size, mesh, sharding.replicated(mesh), tta).logits(state)

@@ -1,21 +1,31 @@
-"""Flax Linen classifiers. Inputs are NHWC float32 in [0, 1]; outputs are logits float32[B, 10].
+"""Flax Linen classifiers, the MODELS registry, and resolving a config's model.
 
-Every model takes `dtype`, the dtype its convolutions and matmuls compute in (bfloat16 for mixed
+Inputs are NHWC float32 in [0, 1]; outputs are logits float32[B, num_classes]. Every model takes
+`num_classes` and `dtype`, the dtype its convolutions and matmuls compute in (bfloat16 for mixed
 precision on accelerators); parameters are float32 and logits come back as float32.
 
-`SeedCNN` is the tutorial's Keras network layer for layer (140,682 parameters). The stronger
-models are selected by name through `get_model(config)`.
+`SeedCNN` is the tutorial's Keras network layer for layer (140,682 parameters on 28x28x1). The
+stronger models are selected by name through `get_model(name)`; `config.model` may also name your
+own class by import path (`resolve`, `build`): a Linen `nn.Module` or an `nnx.Module`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from fashion_jax.cpu_ops import conv_valid, conv_valid_im2col, max_pool_2x2
+from fashion_jax.errors import ConfigError
 
 
 class _ConvParams(nn.Module):
@@ -217,3 +227,132 @@ MODELS = {
 def get_model(name: str, num_classes: int = 10, dtype: Any = jnp.float32) -> nn.Module:
     """The Linen module registered under `name` (see `MODELS`), computing in `dtype`."""
     return MODELS[name](num_classes=num_classes, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- your own model
+
+
+def _load_file(path: Path):
+    """Imports the Python file `path` once per process (same module object on every call)."""
+    path = path.resolve()
+    name = f"fashion_jax_user_model_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:
+        del sys.modules[name]
+        if isinstance(e, SyntaxError):
+            raise ConfigError(f"{path}, line {e.lineno}: {e.msg} (a SyntaxError).") from None
+        if not isinstance(e, Exception):
+            raise
+        tb = traceback.extract_tb(e.__traceback__)
+        line = next((f", line {f.lineno}" for f in reversed(tb) if Path(f.filename) == path), "")
+        raise ConfigError(f"{path}{line}: {type(e).__name__}: {e}") from None
+    return module
+
+
+def resolve(model: str, search_dirs=()) -> Any:
+    """The class (or registered constructor) that `config.model` names.
+
+    model: a name in `MODELS`, or an import path "module:Name". `module` ("net", or dotted
+    "pkg.net") is first looked for as a file `module.py` in each of `search_dirs` (the runner
+    passes the config's `model_dir`, then the workdir), then imported from `sys.path`. Raises
+    ConfigError when the module or the name does not exist.
+    """
+    if ":" not in model:
+        if model not in MODELS:
+            raise ConfigError(f"model '{model}' is unknown; choose one of {sorted(MODELS)}.")
+        return MODELS[model]
+    module_name, _, attr = model.partition(":")
+    relative = Path(*module_name.split(".")).with_suffix(".py")
+    dirs = [Path(d) for d in search_dirs if d]
+    found = next((d / relative for d in dirs if (d / relative).is_file()), None)
+    if found is not None:
+        module = _load_file(found)
+        where = str(found)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name and module_name.startswith(e.name):
+                looked = ", ".join(str(d / relative) for d in dirs) or "no folder"
+                raise ConfigError(
+                    f"model '{model}': no module '{module_name}' (looked for {looked}, then on "
+                    "sys.path). Put the file beside the experiment's config.py, or fix the name."
+                ) from None
+            raise ConfigError(f"model '{model}': importing it failed: {e}") from None
+        except Exception as e:
+            raise ConfigError(
+                f"model '{model}': importing it failed: {type(e).__name__}: {e}"
+            ) from None
+        where = module_name
+    if not hasattr(module, attr):
+        public = sorted(n for n in vars(module) if not n.startswith("_"))
+        raise ConfigError(
+            f"model '{model}': {where} defines no '{attr}' (it defines {', '.join(public) or 'nothing'})."
+        )
+    return getattr(module, attr)
+
+
+def _tuples(value):
+    """Lists (from JSON or a config) to tuples, recursively: Linen module fields must be hashable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def build(config, num_classes: int, search_dirs=(), rngs=None):
+    """Constructs the model `config.model` names with `config.model_kwargs`.
+
+    Returns ("linen", module) or ("nnx", module). The class is called as
+    `Name(num_classes=num_classes, **model_kwargs)`, plus `dtype` (config.compute_dtype) when it
+    takes one, plus `rngs` (an `nnx.Rngs`, required for NNX classes). Raises ConfigError for a
+    name that is not a Linen or NNX module class, or model_kwargs the class does not accept.
+    """
+    from flax import nnx
+
+    from fashion_jax.nnx_models import is_nnx_class
+
+    cls = resolve(config.model, search_dirs)
+    target = getattr(cls, "func", cls)
+    is_linen = isinstance(target, type) and issubclass(target, nn.Module)
+    is_nnx = is_nnx_class(cls)
+    if not (is_linen or is_nnx):
+        raise ConfigError(
+            f"model '{config.model}' is {type(cls).__name__} {getattr(cls, '__name__', cls)!r}, not a "
+            "flax.linen.Module or flax.nnx.Module class."
+        )
+    kwargs = {"num_classes": num_classes, **_tuples(dict(config.get("model_kwargs") or {}))}
+    if _accepts(cls, "dtype") and "dtype" not in kwargs:
+        kwargs["dtype"] = jnp.dtype(config.get("compute_dtype", "float32"))
+    if is_nnx:
+        kwargs["rngs"] = rngs if rngs is not None else nnx.Rngs(0)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        shown = {k: v for k, v in kwargs.items() if k not in ("rngs", "dtype")}
+        raise ConfigError(
+            f"model '{config.model}' does not accept {shown} ({e}). Its constructor must take "
+            "num_classes=... and the keys of model_kwargs."
+        ) from None
+    except ValueError:  # No signature to check: let the call decide.
+        pass
+    try:
+        module = cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model '{config.model}' could not be built: TypeError: {e}") from None
+    return ("nnx" if is_nnx else "linen"), module

@@ -4,9 +4,11 @@
   python -m fashion_jax.predict --workdir experiments/base shirt.jpg bag.png # your own images
 
 For a test image it prints the predicted class, its probability and the true class, and saves a PNG
-of the image titled with both (the tutorial's `plt.imshow`). Your own images (PNG/JPEG, any size,
-colour or grey, light or dark background) are converted to look like the training data: grey,
-light-on-dark, the object scaled to fit 28x28 and centred. It prints the top-3 classes for each.
+of the image titled with both (the tutorial's `plt.imshow`). Class names are the dataset's own
+(WORKDIR/dataset.json). Your own images (PNG/JPEG, any size, colour or grey, light or dark
+background) are converted to look like Fashion-MNIST for a one-channel dataset: grey,
+light-on-dark, the object scaled to fit and centred; for a colour dataset they are resized. It
+prints the top-3 classes for each.
 """
 
 from __future__ import annotations
@@ -20,29 +22,41 @@ import numpy as np
 
 from fashion_jax import data
 from fashion_jax import workdir as workdir_lib
+from fashion_jax.checkpoints import load_trained  # noqa: F401 (also importable from here)
 from fashion_jax.errors import DataError, UserError
-from fashion_jax.workdir import load_trained  # noqa: F401 (its historical home)
+
+
+def dataset_info(workdir, config) -> data.DatasetInfo:
+    """The image shape and class names a workdir's run was trained with."""
+    info = workdir_lib.read_dataset_info(workdir)
+    return info if info is not None else data.describe(config)
 
 
 def probabilities(state, images: np.ndarray, config=None) -> np.ndarray:
-    """images uint8[B, 28, 28, 1] -> class probabilities float32[B, 10] (the runner's inference path)."""
+    """images uint8[B, H, W, C] -> class probabilities float32[B, num_classes] (the runner's
+    inference path)."""
     from fashion_jax import evaluate
 
-    logits = evaluate.predict_logits(state, images, config)
+    logits = evaluate.all_logits(state, images, config)
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
-def load_image_file(path: str | Path) -> np.ndarray:
-    """Any PNG/JPEG -> uint8[28, 28, 1] that looks like Fashion-MNIST (light object on black).
+def load_image_file(path: str | Path, shape: tuple[int, int, int] = (28, 28, 1)) -> np.ndarray:
+    """Any PNG/JPEG -> uint8[H, W, C] for a model trained on images of `shape`.
 
-    Greyscale; inverted when the background (the border) is lighter than the middle; the object's
-    bounding box scaled so its longer side is 28 pixels, centred.
+    One channel: made to look like Fashion-MNIST (light object on black): greyscale; inverted
+    when the background (the border) is lighter than the middle; the object's bounding box scaled
+    so its longer side fits, centred. Three channels: RGB, resized to (H, W).
     """
     from PIL import Image, UnidentifiedImageError
 
+    height, width, channels = shape
     try:
         with Image.open(path) as im:
             im.load()
+            if channels == 3:
+                rgb = im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+                return np.asarray(rgb, np.uint8)
             grey = np.asarray(im.convert("L"), dtype=np.float32)
     except Image.DecompressionBombError as e:
         raise UserError(
@@ -64,13 +78,13 @@ def load_image_file(path: str | Path) -> np.ndarray:
     if len(rows):
         grey = grey[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = grey.shape
-    scale = 28.0 / max(h, w)
+    scale = min(height / h, width / w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = np.asarray(
         Image.fromarray(grey.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
     )
-    out = np.zeros((28, 28), np.uint8)
-    top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
+    out = np.zeros((height, width), np.uint8)
+    top, left = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
     out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return out[..., None]
 
@@ -88,14 +102,20 @@ def check_output(path: Path) -> None:
 
 
 def save_figure(image: np.ndarray, title: str, path: Path) -> None:
-    """Saves `image` uint8[28, 28, 1] as a PNG titled `title`."""
+    """Saves `image` uint8[H, W, C] (or float32 in [0, 1]) as a PNG titled `title`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(3.2, 3.6))
-    ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    image = np.asarray(image)
+    if np.issubdtype(image.dtype, np.floating):
+        image = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.tight_layout()
@@ -104,17 +124,22 @@ def save_figure(image: np.ndarray, title: str, path: Path) -> None:
 
 
 def predict_test_images(
-    config, state, indices: list[int], out_dir: Path, output: str | None
+    config, state, indices: list[int], out_dir: Path, output: str | None, names=data.CLASS_NAMES
 ) -> None:
-    """Prints and draws the prediction for each test image in `indices` (IDX order)."""
-    test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
+    """Prints and draws the prediction for each test image in `indices` (IDX order for
+    Fashion-MNIST, tfds' order for other datasets), naming classes by `names`."""
+    if config.get("dataset") == data.MEMORY:
+        raise DataError(
+            "this run was trained on in-memory arrays, so there is no test set to read back: "
+            "classify image files instead (python -m fashion_jax.predict --workdir W FILE.png)."
+        )
+    test, _ = data.load_test(config)
     for i in indices:
         if not 0 <= i < len(test.labels):
             raise DataError(
                 f"--index {i} is out of range: the test set has {len(test.labels)} "
                 f"images, 0..{len(test.labels) - 1}."
             )
-    names = data.CLASS_NAMES
     for i, p in zip(indices, probabilities(state, test.images[indices], config)):
         pred, true = int(p.argmax()), int(test.labels[i])
         path = Path(output) if output and len(indices) == 1 else out_dir / f"test_{i}.png"
@@ -126,10 +151,13 @@ def predict_test_images(
         )
 
 
-def predict_files(config, state, files: list[str], out_dir: Path) -> None:
+def predict_files(
+    config, state, files: list[str], out_dir: Path, info: data.DatasetInfo | None = None
+) -> None:
     """Prints the top 3 classes of each image file and draws it as the network sees it."""
-    images = np.stack([load_image_file(p) for p in files])
-    names = data.CLASS_NAMES
+    info = info or data.DatasetInfo(data.IMAGE_SHAPE, data.NUM_CLASSES, data.CLASS_NAMES)
+    images = np.stack([load_image_file(p, info.image_shape) for p in files])
+    names = info.class_names
     for file, image, p in zip(files, images, probabilities(state, images, config)):
         top = np.argsort(p)[::-1][:3]
         ranked = ", ".join(f"{names[k]} {p[k]:.3f}" for k in top)
@@ -168,10 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{out_dir} is a file, but predictions are written into a folder there. "
                 "Move it away, or pass --output FILE.PNG."
             )
+        info = dataset_info(args.workdir, config)
         if args.index:
-            predict_test_images(config, state, args.index, out_dir, args.output)
+            predict_test_images(config, state, args.index, out_dir, args.output, info.class_names)
         if args.images:
-            predict_files(config, state, args.images, out_dir)
+            predict_files(config, state, args.images, out_dir, info)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

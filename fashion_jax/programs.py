@@ -79,15 +79,58 @@ def _flops(compiled) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
-def model_costs(state, compiled_train_step, num_devices: int = 1) -> dict[str, Any]:
+def model_costs(state, compiled_train_step, image, num_devices: int = 1) -> dict[str, Any]:
     """{"params": count, "forward_flops": per image (eval mode), "train_step_flops": per step of
     the global batch}, FLOPs from XLA's cost analysis of the compiled programs. `state`: the
-    train state or its shapes (`jax.ShapeDtypeStruct`s). The compiled step is the per-device
-    program of a data-parallel step, so its FLOPs are counted `num_devices` times."""
-    x = jax.ShapeDtypeStruct((1, 28, 28, 1), jnp.uint8)
+    train state or its shapes (`jax.ShapeDtypeStruct`s); `image`: one image's shape and dtype
+    ([H, W, C], uint8 or float32). The compiled step is the per-device program of a data-parallel
+    step, so its FLOPs are counted `num_devices` times."""
+    x = jax.ShapeDtypeStruct((1, *image.shape), image.dtype)
     forward = jax.jit(steps.predict_logits).lower(state, x).compile()
     return {
         "params": int(sum(p.size for p in jax.tree.leaves(state.params))),
         "forward_flops": _flops(forward),
         "train_step_flops": (_flops(compiled_train_step) or 0) * num_devices or None,
     }
+
+
+def check_model(config, abstract_init, image, num_classes: int):
+    """Traces the model once in eval and train mode on two images of the data's shape (nothing
+    is computed) and returns `abstract_init()`, the train state's shapes.
+
+    image: one image's jax.ShapeDtypeStruct. Raises ConfigError, in one line, when the model
+    cannot be built or take images of that shape, or returns logits other than float[B, classes].
+    """
+    from fashion_jax.errors import ConfigError, UserError
+
+    shape = f"{jnp.dtype(image.dtype).name}[B, {', '.join(map(str, image.shape))}]"
+    batch = {
+        "image": jax.ShapeDtypeStruct((2, *image.shape), image.dtype),
+        "label": jax.ShapeDtypeStruct((2,), jnp.int32),
+    }
+    options = steps.train_options(config)
+    try:
+        state = abstract_init()
+        logits = jax.eval_shape(steps.predict_logits, state, batch["image"])
+        if logits.shape == (2, num_classes):
+            jax.eval_shape(
+                lambda s, b, k: steps.train_step(s, b, k, **options),
+                state,
+                batch,
+                jax.random.key(0),
+            )
+    except UserError:
+        raise
+    except Exception as e:  # The model's own code failed on this input: say so in one line.
+        message = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise ConfigError(
+            f"model '{config.model}' cannot take this data's images, {shape} "
+            f"({type(e).__name__}: {message})."
+        ) from None
+    if logits.shape != (2, num_classes) or not jnp.issubdtype(logits.dtype, jnp.floating):
+        raise ConfigError(
+            f"model '{config.model}' returns {jnp.dtype(logits.dtype).name}{list(logits.shape)} "
+            f"for 2 images; it must return logits [B, num_classes] = [2, {num_classes}] "
+            "(num_classes comes from the data)."
+        )
+    return state

@@ -76,10 +76,10 @@ def _num(value, fmt: str = "{:.4f}") -> str:
 def predict_classes(
     state, images: np.ndarray, config=None, batch_size: int = PREDICT_BATCH
 ) -> np.ndarray:
-    """Predicted classes int32[N] for uint8 `images` [N, 28, 28, 1] (the runner's inference path)."""
+    """Predicted classes int32[N] for `images` [N, H, W, C] (the runner's inference path)."""
     from fashion_jax import evaluate
 
-    return evaluate.predict_logits(state, images, config, batch_size).argmax(-1).astype(np.int32)
+    return evaluate.all_logits(state, images, config, batch_size).argmax(-1).astype(np.int32)
 
 
 def confusion_matrix(
@@ -167,7 +167,7 @@ def write_report(workdir: str | Path) -> list[Path]:
         written.append(curves)
     else:
         notes.append("No curves: metrics.jsonl is missing or holds no complete record.")
-    matrix = _test_set_figures(workdir, plot_dir, written, notes)
+    matrix, names = _test_set_figures(workdir, plot_dir, written, notes)
     lines = [f"# Report: {workdir.resolve().name}", ""]
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     rows = _summary_rows(summary, records, _read_json(workdir / "config.json"))
@@ -175,7 +175,7 @@ def write_report(workdir: str | Path) -> list[Path]:
     if curves:
         lines += ["## Training curves", "", f"![curves]({PLOTS_DIR}/curves.png)", ""]
     if matrix is not None:
-        lines += _per_class_markdown(matrix)
+        lines += _per_class_markdown(matrix, names)
     report = workdir / REPORT_FILE
     report.write_text("\n".join(lines))
     written.append(report)
@@ -203,12 +203,10 @@ def _check_reportable(workdir: Path) -> Path:
     return plot_dir
 
 
-def _test_set_figures(
-    workdir: Path, plot_dir: Path, written: list, notes: list
-) -> np.ndarray | None:
+def _test_set_figures(workdir: Path, plot_dir: Path, written: list, notes: list) -> tuple:
     """Predicts the whole test set with the newest checkpoint and draws the confusion matrix,
-    per-class accuracy and samples (appending to `written`); returns the matrix, or None (with a
-    note) when there is no checkpoint, no data, or several processes."""
+    per-class accuracy and samples (appending to `written`); returns (matrix, class names), or
+    (None, None) with a note when there is no checkpoint, no data, or several processes."""
     from fashion_jax import data
 
     if _multi_process():
@@ -216,17 +214,24 @@ def _test_set_figures(
             "Test-set figures skipped: this is one process of a multi-process run. Rerun "
             f"`python -m fashion_jax.report --workdir {workdir}` on one process to add them."
         )
-        return None
+        return None, None
     try:
         config, state = workdir_lib.load_trained(workdir)
-        test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
+        if config.get("dataset") == data.MEMORY:
+            notes.append(
+                "Test-set figures skipped: the run was trained on in-memory arrays, which are not "
+                "saved in the workdir."
+            )
+            return None, None
+        test, info = data.load_test(config)
+        info = workdir_lib.read_dataset_info(workdir) or info
         predictions = predict_classes(state, test.images, config)
     except UserError as e:
         notes.append(f"Test-set figures skipped: {e}".split("\n")[0])
         print(f"report: test-set figures skipped: {e}", file=sys.stderr, flush=True)
-        return None
-    names = data.CLASS_NAMES
-    matrix = confusion_matrix(test.labels, predictions, data.NUM_CLASSES)
+        return None, None
+    names = info.class_names
+    matrix = confusion_matrix(test.labels, predictions, info.num_classes)
     json_path = plot_dir / "confusion_matrix.json"
     json_path.write_text(json.dumps(matrix.tolist()) + "\n")
     written.append(plots.plot_confusion_matrix(matrix, names, plot_dir / "confusion_matrix.png"))
@@ -244,13 +249,12 @@ def _test_set_figures(
         f"Test-set figures: predictions of the checkpoint at step {int(state.step)} on all "
         f"{len(test.labels)} test images."
     )
-    return matrix
+    return matrix, names
 
 
-def _per_class_markdown(matrix: np.ndarray) -> list[str]:
-    """The per-class table and the test-set figures' section of report.md."""
-    from fashion_jax.data import CLASS_NAMES
-
+def _per_class_markdown(matrix: np.ndarray, names) -> list[str]:
+    """The per-class table and the test-set figures' section of report.md (`names`: the classes')."""
+    CLASS_NAMES = names
     totals = matrix.sum(axis=1)
     lines = [
         "## Per class",

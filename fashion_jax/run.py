@@ -67,7 +67,10 @@ def resolve_config(workdir: str, config_file: str | None, overrides: dict[str, s
         cfg = config_lib.load_experiment(path)
     else:
         cfg = config_lib.get_config()
-    return config_lib.validate(config_lib.apply_overrides(cfg, overrides))
+    cfg = config_lib.apply_overrides(cfg, overrides)
+    if config_file or path.is_file():  # A model set by an override lives beside the config too.
+        cfg = config_lib.with_model_dir(cfg, path.parent)
+    return config_lib.validate(cfg)
 
 
 def _disk_error(error: BaseException) -> OSError | None:

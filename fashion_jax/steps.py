@@ -3,7 +3,7 @@
 Wrap them yourself (`jax.jit(train_step, donate_argnums=0)`) or use the runner, which jits them
 with shardings. A batch is a dict:
 
-  image: uint8[B, 28, 28, 1] (or float32 in [0, 1])
+  image: uint8[B, H, W, C] (or float32 in [0, 1])
   label: int32[B]
   mask:  bool[B], optional; False rows (padding) count for nothing in `eval_step`.
 """
@@ -16,10 +16,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 from flax.training import train_state
 
-from fashion_jax import augment, optimizers
-from fashion_jax.models import get_model
+from fashion_jax import augment, models, nnx_models, optimizers
 from fashion_jax.optimizers import learning_rate_schedule, make_optimizer  # noqa: F401 (re-exported)
 
 
@@ -37,25 +37,49 @@ class TrainState(train_state.TrainState):
 
 
 def normalize(images: jnp.ndarray) -> jnp.ndarray:
-    """uint8[..., 28, 28, 1] in 0..255 -> float32 in [0, 1]; float input passes through as float32."""
+    """uint8[..., H, W, C] in 0..255 -> float32 in [0, 1]; float input passes through as float32."""
     if jnp.issubdtype(images.dtype, jnp.integer):
         return images.astype(jnp.float32) / 255.0
     return images.astype(jnp.float32)
 
 
-def create_train_state(rng: jax.Array, config, total_steps: int | None = None) -> TrainState:
-    """Initializes the model named by `config.model`, its optimizer and (if `ema_decay` > 0) its EMA.
+def create_train_state(
+    rng: jax.Array,
+    config,
+    total_steps: int | None = None,
+    *,
+    image_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+    search_dirs: tuple = (),
+) -> TrainState:
+    """Initializes the model `config.model` names, its optimizer and (if `ema_decay` > 0) its EMA.
 
     rng: a PRNG key. config: a `fashion_jax.config.get_config()`-shaped config. total_steps: the
-    run's length, needed by schedules other than "constant". Parameters, optimizer state and
-    batch-norm statistics are float32 whatever `config.compute_dtype` is. Returns a TrainState at step 0.
+    run's length, needed by schedules other than "constant". image_shape (H, W, C) and num_classes:
+    the data's (None: those of `config.dataset`, from `fashion_jax.data.describe`). search_dirs:
+    where a "module:Name" model's file is looked for (`models.resolve`; the config's `model_dir`
+    comes first). A Linen model is initialized with `model.init`; an NNX model is constructed with
+    `rngs=nnx.Rngs(rng)` and split (`nnx_models.split`), so the state holds plain dicts either way.
+    Parameters, optimizer state and batch-norm statistics are float32 whatever
+    `config.compute_dtype` is. Returns a TrainState at step 0.
     """
-    model = get_model(config.model, dtype=jnp.dtype(config.get("compute_dtype", "float32")))
-    variables = model.init(rng, jnp.zeros((1, 28, 28, 1), jnp.float32))
-    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    if image_shape is None or num_classes is None:
+        from fashion_jax import data
+
+        info = data.describe(config)
+        image_shape = info.image_shape if image_shape is None else image_shape
+        num_classes = info.num_classes if num_classes is None else num_classes
+    dirs = (config.get("model_dir", ""), *search_dirs)
+    kind, model = models.build(config, num_classes, dirs, rngs=nnx.Rngs(rng))
+    if kind == "nnx":
+        apply_fn, params, batch_stats = nnx_models.split(model)
+    else:
+        variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+        params, batch_stats = variables["params"], variables.get("batch_stats", {})
+        apply_fn = model.apply
     ema = {"params": params, "batch_stats": batch_stats} if config.ema_decay > 0 else None
     return TrainState.create(
-        apply_fn=model.apply,
+        apply_fn=apply_fn,
         params=params,
         tx=optimizers.make_optimizer(config, total_steps),
         batch_stats=batch_stats,
@@ -144,7 +168,8 @@ def train_step(
 
 
 def predict_logits(state: TrainState, images: jnp.ndarray, tta_flip: bool = False) -> jnp.ndarray:
-    """Evaluation-mode logits float32[B, 10]: the EMA if the state has one, running BN statistics.
+    """Evaluation-mode logits float32[B, num_classes] for images [B, H, W, C] (uint8 or float32):
+    the EMA if the state has one, running BN statistics.
 
     tta_flip: average the log-probabilities of each image and its mirror image.
     """

@@ -22,8 +22,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fashion_jax import checkpoints, data, programs, sharding, steps
+from fashion_jax import checkpoints, programs, sharding, steps
 from fashion_jax import config as config_lib
+from fashion_jax import data as data_lib
 from fashion_jax import metrics as metrics_lib
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -66,7 +67,8 @@ class LoopState:
 
 
 def chunk_length(step: int, epoch_end: int, config, k: int) -> int:
-    """Steps until the next boundary: the epoch's end, a log step or a checkpoint step, at most k."""
+    """Steps until the next boundary: the epoch's end, a log step or a checkpoint step, at most
+    k (the run's steps per device call)."""
     nxt = [epoch_end, step + k, (step // config.log_every_steps + 1) * config.log_every_steps]
     if config.checkpoint_every_steps:
         nxt.append((step // config.checkpoint_every_steps + 1) * config.checkpoint_every_steps)
@@ -75,25 +77,40 @@ def chunk_length(step: int, epoch_end: int, config, k: int) -> int:
 
 class Run:
     """One run's fixed parts: config, mesh, data on the devices, compiled functions, checkpointer,
-    metric writer. `fetch_window` and `save` are the two places that read the device window."""
+    metric writer. The "window" is the device-side sums of the train metrics since the last log
+    step (`programs.new_window`); `fetch_window` and `save` are the two places that read it.
+    `steps_per_call`: train steps per device dispatch (`programs.steps_per_call`)."""
 
-    def __init__(self, config, workdir: Path, mesh, splits, total_steps: int):
+    def __init__(
+        self, config, workdir: Path, mesh, splits, info: data_lib.DatasetInfo, total_steps: int
+    ):
         self.config, self.workdir, self.mesh = config, workdir, mesh
         self.is_main = jax.process_index() == 0
         self.steps_per_epoch = len(splits["train"].labels) // config.batch_size
         self.total_steps = total_steps
-        self.k = programs.steps_per_call(config, jax.devices()[0].platform)
+        self.info = info
+        self.steps_per_call = programs.steps_per_call(config, jax.devices()[0].platform)
         # Simulated CPU devices share the host's cores: with many programs in flight their
         # collectives can starve each other past XLA's rendezvous timeout. Wait for each call there.
         self.sync_each_call = jax.devices()[0].platform == "cpu" and mesh.devices.size > 1
         repl = sharding.replicated(mesh)
         init_key, self.step_key, data_key = jax.random.split(jax.random.key(config.seed), 3)
         init = jax.jit(
-            functools.partial(steps.create_train_state, config=config, total_steps=total_steps),
+            functools.partial(
+                steps.create_train_state,
+                config=config,
+                total_steps=total_steps,
+                image_shape=info.image_shape,
+                num_classes=info.num_classes,
+                search_dirs=(str(workdir),),
+            ),
             out_shardings=repl,
         )
         self.init = functools.partial(init, init_key)
-        self.abstract_state = checkpoints.abstract_like(init, init_key, repl)
+        image = jax.ShapeDtypeStruct(splits["train"].images.shape[1:], splits["train"].images.dtype)
+        self.abstract_state = programs.check_model(
+            config, lambda: checkpoints.abstract_like(init, init_key, repl), image, info.num_classes
+        )
         n_train = len(splits["train"].labels)
         self.epoch_perm = jax.jit(
             lambda epoch: jax.random.permutation(jax.random.fold_in(data_key, epoch), n_train),
@@ -104,7 +121,9 @@ class Run:
         # Compiled ahead of time, so XLA's cost analysis of the very program that runs gives the
         # FLOPs of a train step (the loop body, for k > 1) without a second compilation.
         self.train_chunk = (
-            programs.make_train_chunk(config, mesh, config.batch_size, self.step_key, self.k)
+            programs.make_train_chunk(
+                config, mesh, config.batch_size, self.step_key, self.steps_per_call
+            )
             .lower(
                 self.abstract_state,
                 programs.new_window(mesh),
@@ -116,7 +135,9 @@ class Run:
             )
             .compile()
         )
-        self.costs = programs.model_costs(self.abstract_state, self.train_chunk, mesh.devices.size)
+        self.costs = programs.model_costs(
+            self.abstract_state, self.train_chunk, image, mesh.devices.size
+        )
         self.evaluators = {
             name: Evaluator(s.images, s.labels, config.eval_batch_size, mesh, repl, config.tta_flip)
             for name, s in splits.items()
@@ -230,7 +251,7 @@ def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int,
     bar = _progress(config, run.is_main, epoch, spe, step - epoch * spe)
     t_window, images_window = time.perf_counter(), 0
     while step < epoch_end:
-        n = chunk_length(step, epoch_end, config, run.k)
+        n = chunk_length(step, epoch_end, config, run.steps_per_call)
         state, window = run.train_chunk(
             state, window, run.images, run.labels, perm, step - epoch * spe, n
         )
@@ -256,12 +277,19 @@ def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int,
     return state, window, step
 
 
-def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> dict[str, Any]:
+def train_and_evaluate(
+    config, workdir: str | Path, restart: bool = False, *, data: dict | None = None
+) -> dict[str, Any]:
     """Trains `config` in `workdir`, resuming from its newest valid checkpoint. Returns the summary.
 
-    Raises UserError subclasses for bad input (NonFiniteLossError for a diverged run) and
-    preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
+    data: your own splits instead of `config.dataset`, {"train": (images, labels), "test": (images,
+    labels)} (optional "validation", "class_names"); images uint8 or float32 in [0, 1]
+    [N, H, W, C], labels integers [N] (see `data.from_arrays`). The run's config.json then says
+    dataset "memory". Raises UserError subclasses for bad input (NonFiniteLossError for a
+    diverged run) and preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
     """
+    if data is not None:
+        config = config_lib.apply_overrides(config, {"dataset": data_lib.MEMORY})
     workdir = workdir_lib.check_path(workdir)
     mesh = sharding.make_mesh()
     is_main = jax.process_index() == 0
@@ -269,18 +297,19 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     workdir_lib.create(workdir)
     with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():
         workdir_lib.check_previous(workdir, config, restart, is_main)
-        splits = data.load_splits(config)
+        splits, info = data_lib.load_data(config, data)
         steps_per_epoch = len(splits["train"].labels) // config.batch_size
         if steps_per_epoch == 0:
             raise ConfigError(
                 f"batch_size = {config.batch_size} is larger than the "
                 f"{len(splits['train'].labels)} training examples."
             )
-        run = Run(config, workdir, mesh, splits, steps_per_epoch * config.num_epochs)
+        run = Run(config, workdir, mesh, splits, info, steps_per_epoch * config.num_epochs)
         try:
             state, loop = run.restore_or_init()
             if is_main:  # Only once the config is known to work with the data and the checkpoint.
                 (workdir / workdir_lib.CONFIG_JSON).write_text(config_lib.to_json(config) + "\n")
+                workdir_lib.write_dataset_info(workdir, info)
             state, loop = _train(run, state, loop)
         finally:
             run.ckpt.close()
@@ -302,7 +331,7 @@ def _train(run: Run, state, loop: LoopState):
         print(
             f"Training {config.model} on {len(run.images)} examples, {spe} steps/epoch, {config.num_epochs} "
             f"epochs, global batch {config.batch_size} over {run.mesh.devices.size} device(s) "
-            f"({jax.devices()[0].platform}), {jax.process_count()} process(es), {run.k} step(s) per call; "
+            f"({jax.devices()[0].platform}), {jax.process_count()} process(es), {run.steps_per_call} step(s) per call; "
             f"{run.costs['params']:,} parameters, {metrics_lib.mega(run.costs['forward_flops'])} MFLOP per image forward.",
             flush=True,
         )

@@ -3,6 +3,7 @@
     WORKDIR/
       config.py           the experiment (optional; yours)
       config.json         the resolved config the run was started with (written by the runner)
+      dataset.json        the data's image shape, number of classes and class names
       metrics.jsonl       one JSON record per log step ("train") and per epoch ("eval")
       summary.json        the final numbers, written when the run finishes
       checkpoints/<step>/ Orbax checkpoints; damaged ones are moved to checkpoints_invalid/
@@ -11,12 +12,12 @@
       predictions/        figures written by fashion_jax.predict
       .lock               held by the one runner training in this folder
 
-Trainers go through `prepare` and `Lock`; readers (`load_config`, `load_trained`) never write.
+Trainers go through `create`, `check_previous` and `Lock`; readers (`load_config`, and
+`checkpoints.load_trained`) never write.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from fashion_jax.errors import CheckpointError, ConfigError, UserError
 
 CONFIG_FILE = "config.py"
 CONFIG_JSON = "config.json"
+DATASET_JSON = "dataset.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
@@ -43,6 +45,7 @@ LOCK = ".lock"
 # What a run writes; `--restart` moves these aside. Folders among them must be folders.
 OUTPUTS = (
     CONFIG_JSON,
+    DATASET_JSON,
     METRICS,
     SUMMARY,
     CHECKPOINTS,
@@ -83,6 +86,32 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
             f"{path} is not a readable fashion_jax config ({str(e).splitlines()[0][:200]}). "
             "Use another --workdir, or retrain with --restart."
         ) from None
+
+
+def write_dataset_info(workdir: Path, info) -> None:
+    """Writes `info` (a data.DatasetInfo) to WORKDIR/dataset.json."""
+    record = {
+        "image_shape": list(info.image_shape),
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names),
+    }
+    (Path(workdir) / DATASET_JSON).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_dataset_info(workdir: str | os.PathLike):
+    """The data.DatasetInfo in WORKDIR/dataset.json, or None when there is none (older runs)."""
+    from fashion_jax.data import DatasetInfo
+
+    path = Path(workdir) / DATASET_JSON
+    try:
+        record = json.loads(path.read_text())
+        return DatasetInfo(
+            tuple(int(n) for n in record["image_shape"]),
+            int(record["num_classes"]),
+            tuple(str(n) for n in record["class_names"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def create(workdir: Path) -> None:
@@ -181,30 +210,7 @@ class Lock:
 
 
 def load_trained(workdir: str | os.PathLike):
-    """(config, state): a workdir's config and its newest valid checkpoint, on this process' devices.
+    """(config, state) of a workdir: see `fashion_jax.checkpoints.load_trained` (its home)."""
+    from fashion_jax.checkpoints import load_trained as load
 
-    Read-only: safe beside a running trainer. Raises CheckpointError when the workdir holds no run
-    or no readable checkpoint. The state's params are float32 pytrees; `state.apply_fn` is the model.
-    """
-    import jax
-
-    from fashion_jax import checkpoints, sharding, steps
-
-    workdir = check_path(workdir)
-    config = load_config(workdir)
-    if not (workdir / CHECKPOINTS).is_dir():
-        raise CheckpointError(f"{workdir} has no checkpoints yet: train first.")
-    repl = sharding.replicated(sharding.make_mesh())
-    # Shapes only: the schedule's length does not change the optimizer state's structure.
-    init = functools.partial(steps.create_train_state, config=config, total_steps=1 << 20)
-    abstract = checkpoints.abstract_like(init, jax.random.key(0), repl)
-    ckpt = checkpoints.Checkpoints(
-        workdir, config.keep_checkpoints, config_lib.state_structure(config), read_only=True
-    )
-    try:
-        restored = ckpt.restore_latest(abstract)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise CheckpointError(f"{workdir}/{CHECKPOINTS} holds no readable checkpoint: train first.")
-    return config, restored[0]
+    return load(workdir)
