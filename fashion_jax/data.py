@@ -462,19 +462,24 @@ def _load_tfds(config) -> dict[str, Split]:
     image_key, label_key = _keys(builder.info)
     splits = {}
     for split in ("train", "test"):
-        if split not in builder.info.splits:
+        if builder.info.splits and split not in builder.info.splits:
             raise DataError(
                 f"dataset '{config.dataset}' has no '{split}' split ({list(builder.info.splits)})."
             )
         try:
-            ds = builder.as_dataset(split=split, batch_size=-1, shuffle_files=False)
-            batch = tfds.as_numpy(ds)
+            ds = builder.as_dataset(split=split, shuffle_files=False).batch(4096)
+            batches = list(tfds.as_numpy(ds))
         except Exception as e:
             raise DataError(
                 f"dataset '{config.dataset}' cannot be read ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:200]})."
             ) from None
-        splits[split] = Split(np.asarray(batch[image_key]), np.asarray(batch[label_key], np.int32))
+        if not batches:
+            raise DataError(f"dataset '{config.dataset}' has an empty '{split}' split.")
+        splits[split] = Split(
+            np.concatenate([b[image_key] for b in batches]),
+            np.concatenate([b[label_key] for b in batches]).astype(np.int32),
+        )
     return splits
 
 

@@ -289,6 +289,7 @@ def train_and_evaluate(
     diverged run) and preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
     """
     if data is not None:
+        data_lib.from_arrays(data)  # Bad arrays are refused before anything is written.
         config = config_lib.apply_overrides(config, {"dataset": data_lib.MEMORY})
     workdir = workdir_lib.check_path(workdir)
     mesh = sharding.make_mesh()
