@@ -222,6 +222,82 @@ CASES = [
         "--workdir {w} {data} --config.coordinator_address=host",
         ("HOST:PORT",),
     ),
+    # Your own model: "module:Name" (module.py in the workdir here) and model_kwargs.
+    Case(
+        "model module that does not exist",
+        "run",
+        "--workdir {w} {data} --config.model=no_such_module_xyz:Net",
+        ("no module 'no_such_module_xyz'",),
+    ),
+    Case(
+        "model path without a class name",
+        "run",
+        "--workdir {w} {data} --config.model=net:",
+        ("is not an import path 'module:Name'",),
+    ),
+    Case(
+        "model class that does not exist",
+        "run",
+        "--workdir {w} {data} --config.model=net:Net",
+        ("defines no 'Net'", "it defines X"),
+        setup=write("net.py", "X = 1\n"),
+    ),
+    Case(
+        "model file with a syntax error",
+        "run",
+        "--workdir {w} {data} --config.model=net:Net",
+        ("net.py, line 1",),
+        setup=write("net.py", "class Net(:\n"),
+    ),
+    Case(
+        "model that is not a Linen or NNX module",
+        "run",
+        "--workdir {w} {data} --config.model=net:Net",
+        ("not a flax.linen.Module or flax.nnx.Module class",),
+        setup=write("net.py", "class Net:\n    pass\n"),
+    ),
+    Case(
+        "model_kwargs the model does not accept",
+        "run",
+        '--workdir {w} {data} --config.model_kwargs={{"widht":3}}',
+        ("model 'seed_cnn' does not accept", "widht"),
+    ),
+    Case(
+        "model_kwargs that are not a JSON object",
+        "run",
+        "--workdir {w} {data} --config.model_kwargs=[1]",
+        ("expected a JSON object",),
+    ),
+    Case(
+        "model returning logits of the wrong shape",
+        "run",
+        "--workdir {w} {data} --config.model=net:Net",
+        ("returns float32[2, 784]", "[2, 10]"),
+        setup=write(
+            "net.py",
+            "import flax.linen as nn\n\n\nclass Net(nn.Module):\n    num_classes: int\n\n"
+            "    @nn.compact\n    def __call__(self, x, train=False):\n"
+            "        return nn.Dense(1)(x).reshape(x.shape[0], -1)\n",
+        ),
+    ),
+    Case(
+        "model that cannot take the data's images",
+        "run",
+        "--workdir {w} {data} --config.model=net:Net",
+        ("cannot take this data's images, uint8[B, 28, 28, 1]",),
+        setup=write(
+            "net.py",
+            "import flax.linen as nn\n\n\nclass Net(nn.Module):\n    num_classes: int\n\n"
+            "    @nn.compact\n    def __call__(self, x, train=False):\n"
+            "        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], 32 * 32 * 3))\n",
+        ),
+    ),
+    Case(
+        "unknown tfds dataset",
+        "run",
+        "--workdir {w} {data} --config.dataset=no_such_dataset_xyz",
+        ("dataset 'no_such_dataset_xyz' is not a tfds dataset",),
+    ),
     # The workdir.
     Case("empty workdir path", "run", "--workdir= {data}", ("--workdir is empty",)),
     Case(
@@ -273,6 +349,13 @@ CASES = [
         "run",
         "--workdir {w} {data} --config.model=fast_cnn",
         ("model: 'seed_cnn' -> 'fast_cnn'", "cannot be resumed"),
+        trained=True,
+    ),
+    Case(
+        "resume with other model_kwargs",
+        "run",
+        '--workdir {w} {data} --config.model_kwargs={{"hidden":32}}',
+        ("model_kwargs: {} -> {'hidden': 32}", "cannot be resumed"),
         trained=True,
     ),
     Case(
