@@ -3,6 +3,10 @@
 Research code imports the pure pieces and composes them with its own jit, loop or sharding:
 
     from fashion_jax import SeedCNN, create_train_state, train_step, eval_step
+
+Your own model (Linen or NNX, `config.model = "net:Name"`) and data (`train_and_evaluate(config,
+workdir, data=...)`): docs/your-model.md. `split_nnx` turns an NNX module into the
+(apply_fn, params, batch_stats) a `TrainState` holds.
 """
 
 import os as _os
@@ -38,8 +42,9 @@ def _set_cpu_xla_flags() -> None:
 _set_cpu_xla_flags()
 
 from fashion_jax.config import get_config  # noqa: E402
-from fashion_jax.data import CLASS_NAMES  # noqa: E402
+from fashion_jax.data import CLASS_NAMES, DatasetInfo  # noqa: E402
 from fashion_jax.models import SeedCNN, get_model  # noqa: E402
+from fashion_jax.nnx_models import split as split_nnx  # noqa: E402
 from fashion_jax.steps import (  # noqa: E402
     TrainState,
     create_train_state,
@@ -50,8 +55,19 @@ from fashion_jax.steps import (  # noqa: E402
 )
 from fashion_jax.workdir import load_trained  # noqa: E402
 
+
+def __getattr__(name: str):
+    """`fashion_jax.train_and_evaluate`, imported on first use (it pulls in Orbax)."""
+    if name == "train_and_evaluate":
+        from fashion_jax.train import train_and_evaluate
+
+        return train_and_evaluate
+    raise AttributeError(f"module 'fashion_jax' has no attribute {name!r}")
+
+
 __all__ = [
     "CLASS_NAMES",
+    "DatasetInfo",
     "SeedCNN",
     "TrainState",
     "create_train_state",
@@ -61,5 +77,7 @@ __all__ = [
     "load_trained",
     "normalize",
     "predict_logits",
+    "split_nnx",
+    "train_and_evaluate",
     "train_step",
 ]

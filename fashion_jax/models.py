@@ -307,11 +307,23 @@ def _tuples(value):
     return value
 
 
-def _accepts(fn, name: str) -> bool:
+def _signature(cls) -> inspect.Signature | None:
+    """The constructor's signature (an NNX class's `__init__`, whose metaclass hides it)."""
+    from fashion_jax.nnx_models import is_nnx_class
+
     try:
-        params = inspect.signature(fn).parameters
+        if is_nnx_class(cls) and isinstance(cls, type):
+            sig = inspect.signature(cls.__init__)
+            return sig.replace(parameters=list(sig.parameters.values())[1:])
+        return inspect.signature(cls)
     except (TypeError, ValueError):
+        return None
+
+
+def _accepts(sig: inspect.Signature | None, name: str) -> bool:
+    if sig is None:
         return False
+    params = sig.parameters
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
@@ -337,20 +349,20 @@ def build(config, num_classes: int, search_dirs=(), rngs=None):
             "flax.linen.Module or flax.nnx.Module class."
         )
     kwargs = {"num_classes": num_classes, **_tuples(dict(config.get("model_kwargs") or {}))}
-    if _accepts(cls, "dtype") and "dtype" not in kwargs:
+    sig = _signature(cls)
+    if _accepts(sig, "dtype") and "dtype" not in kwargs:
         kwargs["dtype"] = jnp.dtype(config.get("compute_dtype", "float32"))
     if is_nnx:
         kwargs["rngs"] = rngs if rngs is not None else nnx.Rngs(0)
     try:
-        inspect.signature(cls).bind(**kwargs)
+        if sig is not None:
+            sig.bind(**kwargs)
     except TypeError as e:
         shown = {k: v for k, v in kwargs.items() if k not in ("rngs", "dtype")}
         raise ConfigError(
             f"model '{config.model}' does not accept {shown} ({e}). Its constructor must take "
             "num_classes=... and the keys of model_kwargs."
         ) from None
-    except ValueError:  # No signature to check: let the call decide.
-        pass
     try:
         module = cls(**kwargs)
     except TypeError as e:

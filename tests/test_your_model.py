@@ -262,3 +262,14 @@ def test_killed_nnx_run_resumes_bit_for_bit(tmp_path, args):
     tree = lambda s: jax.tree.map(np.asarray, (s.params, s.batch_stats, s.ema, s.opt_state))
     jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y, strict=True), tree(a), tree(b))
     assert _records(killed) == _records(reference)
+
+
+def test_nnx_model_kwargs_are_checked_against_its_constructor():
+    from fashion_jax import models
+    from fashion_jax.errors import ConfigError
+
+    dirs = (str(ROOT / "experiments/nnx_cnn"),)
+    with pytest.raises(ConfigError, match="does not accept .*'widht'"):
+        models.build(nnx_config(model_kwargs={"widht": 3}), 10, dirs)
+    kind, model = models.build(nnx_config(model_kwargs={"widths": [4]}), 7, dirs)
+    assert kind == "nnx" and model.head.out_features == 7 and model.convs[0].out_features == 4
