@@ -132,6 +132,11 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
+def same(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
+    """Whether two configs hold the same values as JSON data (a tuple equals its list)."""
+    return _plain(a) == _plain(b)
+
+
 def state_structure(config) -> dict:
     """What fixes the train state's structure: a checkpoint made under one of these cannot be
     restored under another (other keys, like num_epochs or learning_rate, may change on resume)."""

@@ -45,7 +45,7 @@ def finished(workdir: Path, config) -> dict | None:
     """The summary of a finished run of `config` in `workdir`, else None."""
     try:
         summary = json.loads((workdir / workdir_lib.SUMMARY).read_text())
-        same = workdir_lib.load_config(workdir).to_dict() == config.to_dict()
+        same = config_lib.same(workdir_lib.load_config(workdir), config)
     except (OSError, ValueError, UserError):
         return None
     return summary if same and summary.get("epochs") == config.num_epochs else None

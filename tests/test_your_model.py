@@ -273,3 +273,37 @@ def test_nnx_model_kwargs_are_checked_against_its_constructor():
         models.build(nnx_config(model_kwargs={"widht": 3}), 10, dirs)
     kind, model = models.build(nnx_config(model_kwargs={"widths": [4]}), 7, dirs)
     assert kind == "nnx" and model.head.out_features == 7 and model.convs[0].out_features == 4
+
+
+@pytest.mark.slow
+def test_nnx_model_trains_data_parallel_over_two_devices(tmp_path, args):
+    workdir, extra = _experiment(tmp_path, "nnx_cnn", widths=[8, 16], dropout=0.1)
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    run_module("fashion_jax.run", "--workdir", workdir, *args, *extra, env=env, check=True)
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["devices"] == 2 and summary["steps"] == 40
+    assert np.isfinite(summary["test_loss"])
+    # Read back on one device: the checkpoint is not tied to the mesh it was written on.
+    proc = run_module("fashion_jax.predict", "--workdir", workdir, "--index", "0", check=True)
+    assert "test image 0: predicted " in proc.stdout
+
+
+@pytest.mark.slow
+def test_sweep_of_an_nnx_experiment_does_not_retrain_finished_seeds(tmp_path, args):
+    workdir, _ = _experiment(tmp_path, "nnx_cnn")
+    extra = []  # The experiment's own model_kwargs, with a tuple (config.json holds a list).
+    sweep = (
+        "fashion_jax.sweep",
+        "--workdir",
+        workdir,
+        "--seeds",
+        "0",
+        *args,
+        "--config.num_epochs=1",
+    )
+    first = run_module(*sweep, *extra, check=True)
+    assert "Training net:CNN" in first.stdout
+    again = run_module(*sweep, *extra, check=True)
+    assert "Training" not in again.stdout, again.stdout  # Tuples in model_kwargs match config.json.
+    rows = json.loads((workdir / "sweep.json").read_text())["seeds"]
+    assert [r["seed"] for r in rows] == [0] and rows[0]["test_accuracy"] is not None
