@@ -112,6 +112,15 @@ def test_train_and_evaluate_on_in_memory_float_images_evaluates_every_test_image
     assert saved["dataset"] == "memory"
     info = json.loads((tmp_path / "w/dataset.json").read_text())
     assert info == {"image_shape": [32, 32, 3], "num_classes": 5, "class_names": list("abcde")}
+    assert "trained on in-memory arrays" in (tmp_path / "w/report.md").read_text()
+    # predict on an image file: resized to 32x32 RGB, named by the data's own class names.
+    from PIL import Image
+
+    from fashion_jax import predict
+
+    Image.fromarray((data["test"][0][0] * 255).astype(np.uint8)).save(tmp_path / "x.png")
+    assert predict.main(["--workdir", str(tmp_path / "w"), str(tmp_path / "x.png")]) == 0
+    assert (tmp_path / "w/predictions/x.png").is_file()
     from fashion_jax import checkpoints, evaluate
 
     _, state = checkpoints.load_trained(tmp_path / "w")
