@@ -9,6 +9,7 @@ type of the default. `validate` checks every value's range. All mistakes raise `
 from __future__ import annotations
 
 import difflib
+import importlib.machinery
 import importlib.util
 import json
 import math
@@ -210,8 +211,10 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
+    name = f"fashion_jax_experiment_{path.parent.name}"
+    # An explicit source loader: a config file runs as Python whatever its name ends in.
     spec = importlib.util.spec_from_file_location(
-        f"fashion_jax_experiment_{path.parent.name}", path
+        name, path, loader=importlib.machinery.SourceFileLoader(name, str(path))
     )
     module = importlib.util.module_from_spec(spec)
     hint = (
@@ -294,7 +297,18 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(
             f"warmup_epochs = {config.warmup_epochs} is longer than num_epochs = {config.num_epochs}."
         )
+    if config.schedule in DECAYING_AFTER_WARMUP and config.warmup_epochs >= config.num_epochs:
+        raise ConfigError(WARMUP_FILLS_RUN.format(config=config))
     return config
+
+
+# Schedules that warm up, then decay: the warm-up must leave at least one step of decay.
+DECAYING_AFTER_WARMUP = ("cosine", "onecycle")
+WARMUP_FILLS_RUN = (
+    "warmup_epochs = {config.warmup_epochs} fills the whole run (num_epochs = {config.num_epochs}): "
+    "schedule '{config.schedule}' decays after its warm-up. Use a shorter warm-up, more epochs, "
+    "or schedule 'linear'."
+)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

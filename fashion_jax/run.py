@@ -66,8 +66,30 @@ def resolve_config(workdir: str, config_file: str | None, overrides: dict[str, s
     if config_file or path.is_file():
         cfg = config_lib.load_experiment(path)
     else:
+        print(_defaults_note(path), flush=True)
         cfg = config_lib.get_config()
     return config_lib.validate(config_lib.apply_overrides(cfg, overrides))
+
+
+def _defaults_note(path: Path) -> str:
+    """The one line saying a run trains the defaults because `path` (WORKDIR/config.py) is absent,
+    naming a sibling experiment with a close name (a misspelt one) when there is one."""
+    import difflib
+
+    workdir = path.parent
+    hint = ""
+    try:
+        siblings = [p.name for p in workdir.parent.iterdir() if (p / path.name).is_file()]
+    except OSError:
+        siblings = []
+    close = difflib.get_close_matches(workdir.name, siblings, n=1, cutoff=0.75)
+    if close and close[0] != workdir.name:
+        hint = f" Did you mean --workdir {workdir.parent / close[0]}?"
+    return (
+        f"note: {path} does not exist, so this run trains the defaults of "
+        f"fashion_jax.config.get_config() with your overrides.{hint} The recipes are "
+        "experiments/<name>/config.py in the fashion_jax source tree; or pass --config FILE."
+    )
 
 
 def _disk_error(error: BaseException) -> OSError | None:
@@ -89,21 +111,19 @@ def _disk_error(error: BaseException) -> OSError | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit status."""
-    argv = sys.argv[1:] if argv is None else argv
+def guarded(body, command: str, where: dict[str, str]) -> int:
+    """Runs `body()` (which returns the exit status) the way every training command ends: a
+    preemption prints how to resume and returns 128 + signal; a user error or a full disk prints
+    one `error:` line and returns 2. `command` is the command line that resumes; `body` puts the
+    workdir it trains in into `where["workdir"]` as soon as it knows it."""
     try:
-        args, overrides = parse_args(argv)
-        config = resolve_config(args.workdir, args.config, overrides)
-        sharding.initialize_distributed(config)
-        from fashion_jax.train import train_and_evaluate
-
-        summary = train_and_evaluate(config, args.workdir, restart=args.restart)
+        return body()
     except Preempted as p:
         name = signal.Signals(p.signum).name
         print(
-            f"\n{name} received: saved the checkpoint at step {p.step} in {args.workdir}/checkpoints. "
-            f"Resume with the same command: python -m fashion_jax.run {' '.join(argv)}",
+            f"\n{name} received: saved the checkpoint at step {p.step} in "
+            f"{where.get('workdir', 'WORKDIR')}/checkpoints. "
+            f"Resume with the same command: {command}",
             file=sys.stderr,
             flush=True,
         )
@@ -116,22 +136,39 @@ def main(argv: list[str] | None = None) -> int:
         if disk is None:
             raise
         print(
-            f"error: cannot write ({disk.strerror}: {disk.filename or args.workdir}). Free some space "
+            f"error: cannot write ({disk.strerror}: {disk.filename or where.get('workdir')}). Free some space "
             "or fix the permissions, then rerun the same command: it resumes from the last complete "
             "checkpoint.",
             file=sys.stderr,
             flush=True,
         )
         return 2
-    import jax
 
-    if jax.process_index() == 0 and summary["test_accuracy"] is not None:
-        print(
-            f"test loss {summary['test_loss']:.4f}, test accuracy {summary['test_accuracy']:.4f} "
-            f"({summary['train_seconds']:.1f} s training) -> {Path(args.workdir) / 'summary.json'}",
-            flush=True,
-        )
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    where: dict[str, str] = {}
+
+    def body() -> int:
+        args, overrides = parse_args(argv)
+        where["workdir"] = args.workdir
+        config = resolve_config(args.workdir, args.config, overrides)
+        sharding.initialize_distributed(config)
+        from fashion_jax.train import train_and_evaluate
+
+        summary = train_and_evaluate(config, args.workdir, restart=args.restart)
+        import jax
+
+        if jax.process_index() == 0 and summary["test_accuracy"] is not None:
+            print(
+                f"test loss {summary['test_loss']:.4f}, test accuracy {summary['test_accuracy']:.4f} "
+                f"({summary['train_seconds']:.1f} s training) -> {Path(args.workdir) / 'summary.json'}",
+                flush=True,
+            )
+        return 0
+
+    return guarded(body, f"python -m fashion_jax.run {' '.join(argv)}", where)
 
 
 if __name__ == "__main__":

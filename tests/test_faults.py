@@ -1,0 +1,105 @@
+"""Faults outside the one-line table of tests/test_bad_inputs.py: notes, races, real full disks,
+interruptions at awkward moments, and the Python API's own checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import runner_args
+
+
+def test_a_workdir_without_config_py_says_it_trains_the_defaults(tmp_path, capsys):
+    """A misspelt experiment name is named, with the close one beside it, in one note line."""
+    from fashion_jax import run
+
+    (tmp_path / "frontier_093").mkdir()
+    (tmp_path / "frontier_093" / "config.py").write_text("")
+    config = run.resolve_config(str(tmp_path / "frontier_93"), None, {"num_epochs": "3"})
+    out = capsys.readouterr().out
+    assert config.num_epochs == 3 and config.model == "seed_cnn"
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1, out
+    assert "trains the defaults" in notes[0]
+    assert f"Did you mean --workdir {tmp_path / 'frontier_093'}?" in notes[0]
+    assert "experiments/<name>/config.py" in notes[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_idx, tiny_tfds):
+    """A finished one-epoch tiny run (20 steps)."""
+    from fashion_jax import run
+
+    w = tmp_path_factory.mktemp("trained") / "w"
+    assert run.main(["--workdir", str(w), *runner_args(tiny_idx, tiny_tfds, num_epochs=1)]) == 0
+    return w
+
+
+def _png(path: Path, array, mode=None):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+def _shirt(value=255, size=40):
+    """A bright square on a dark background (uint8[size, size]) scaled to `value`."""
+    a = np.zeros((size, size), np.float64)
+    a[8:32, 12:28] = 1.0
+    a[14:20, 16:24] = 0.5
+    return a * value
+
+
+def test_sixteen_bit_and_transparent_images_read_as_their_eight_bit_selves(tmp_path):
+    """A 16-bit PNG is scaled, not clipped; transparent pixels are composited on white."""
+    from fashion_jax import predict
+
+    eight = predict.load_image_file(_png(tmp_path / "8.png", _shirt(255).astype(np.uint8)))
+    sixteen = predict.load_image_file(_png(tmp_path / "16.png", _shirt(65535).astype(np.uint16)))
+    assert eight.max() == 255 and np.abs(eight.astype(int) - sixteen.astype(int)).max() <= 1
+    # An icon: a black drawing on a transparent background (RGBA 0,0,0,0 outside).
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 3] = (_shirt(255) > 0) * 255
+    icon = predict.load_image_file(_png(tmp_path / "icon.png", rgba))
+    on_white = predict.load_image_file(
+        _png(tmp_path / "white.png", (255 - (_shirt(255) > 0) * 255).astype(np.uint8))
+    )
+    assert icon.max() == 255 and (icon > 25).sum() > 100
+    np.testing.assert_array_equal(icon, on_white)
+
+
+def test_predict_keeps_every_figure_of_inputs_with_the_same_name(trained, tmp_path, capsys):
+    from fashion_jax import predict
+
+    a = _png(tmp_path / "a" / "shirt.png", _shirt(255).astype(np.uint8))
+    b = _png(tmp_path / "b" / "shirt.png", (255 - _shirt(255)).astype(np.uint8))
+    assert predict.main(["--workdir", str(trained), str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    figures = sorted(p.name for p in (trained / "predictions").iterdir())
+    assert figures == ["shirt.png", "shirt_2.png"], (figures, out)
+    one = tmp_path / "one.png"
+    assert predict.main(["--workdir", str(trained), "--output", str(one), str(a)]) == 0
+    assert one.is_file() and sorted(p.name for p in (trained / "predictions").iterdir()) == figures
+
+
+def test_a_sweep_rerun_with_a_resumable_key_keeps_finished_seeds(
+    tmp_path, tiny_idx, tiny_tfds, capsys
+):
+    """Changing only how a run is watched (log_every_steps) does not retrain or re-time a seed."""
+    import json
+
+    from fashion_jax import sweep
+
+    args = ["--workdir", str(tmp_path / "s"), "--seeds", "0"]
+    args += runner_args(tiny_idx, tiny_tfds, num_epochs=1)
+    assert sweep.main(args) == 0
+    first = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    capsys.readouterr()
+    assert sweep.main([*args, "--config.log_every_steps=10"]) == 0
+    out = capsys.readouterr().out
+    assert "Resuming" not in out and "Training" not in out, out
+    again = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert again["seeds"][0]["wall_seconds"] == first["seeds"][0]["wall_seconds"] > 0
