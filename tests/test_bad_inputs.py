@@ -400,6 +400,20 @@ CASES = [
         ("idx",),
         setup=lambda w, tmp: truncated_idx(tmp / "idx"),
     ),
+    Case(
+        "data_dir is a file",
+        "run",
+        "--workdir {w} --config.data_dir={tmp}/f --config.idx_dir={tmp}/idx --config.download=false",
+        ("data_dir", "is a file, not a folder"),
+        setup=write("@f", "x"),
+    ),
+    Case(
+        "IDX file with a valid header and no items",
+        "run",
+        "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
+        ("train-images-idx3-ubyte.gz holds no examples",),
+        setup=lambda w, tmp: empty_idx(tmp / "idx"),
+    ),
     # predict.
     Case("predict without a run", "predict", "--workdir {w}", ("has no config.json",)),
     Case(
@@ -526,6 +540,12 @@ CASES = [
         setup=lambda w, tmp: None,
     ),
 ]
+
+
+def empty_idx(folder: Path):
+    from conftest import write_idx
+
+    write_idx(folder, train_n=0, test_n=16)
 
 
 def truncated_idx(folder: Path):

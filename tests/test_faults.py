@@ -3,6 +3,10 @@ interruptions at awkward moments, and the Python API's own checks."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +107,94 @@ def test_a_sweep_rerun_with_a_resumable_key_keeps_finished_seeds(
     assert "Resuming" not in out and "Training" not in out, out
     again = json.loads((tmp_path / "s" / "sweep.json").read_text())
     assert again["seeds"][0]["wall_seconds"] == first["seeds"][0]["wall_seconds"] > 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("process_id", [1, 0], ids=["coordinator unreachable", "peer missing"])
+def test_a_distributed_run_that_cannot_meet_stops_with_one_line(tmp_path, tiny_args, process_id):
+    """Nobody listens at the coordinator (process 1), or the other process never starts
+    (process 0): one error line within the timeout (plus start-up), not a C++ abort."""
+    import time
+
+    from conftest import assert_clean_error, run_module
+
+    start = time.perf_counter()
+    proc = run_module(
+        "fashion_jax.run",
+        "--workdir",
+        tmp_path / "w",
+        *tiny_args,
+        "--config.distributed=true",
+        f"--config.coordinator_address=127.0.0.1:{_free_port()}",
+        "--config.num_processes=2",
+        f"--config.process_id={process_id}",
+        "--config.distributed_timeout_seconds=5",
+        timeout=120,
+    )
+    assert_clean_error(
+        proc, "Could not join the distributed run", "distributed_timeout_seconds = 5"
+    )
+    assert proc.stderr.count("error:") == 1 and "Check failure" not in proc.stderr, proc.stderr
+    assert time.perf_counter() - start < 60
+    assert not (tmp_path / "w").exists()  # Nothing was written.
+
+
+def test_distributed_without_a_coordinator_is_one_line(tmp_path, tiny_args):
+    from conftest import assert_clean_error, run_module
+
+    proc = run_module(
+        "fashion_jax.run",
+        "--workdir",
+        tmp_path / "w",
+        *tiny_args,
+        "--config.distributed=true",
+        timeout=120,
+    )
+    assert_clean_error(proc, "distributed = true, but", "coordinator_address=HOST:PORT")
+
+
+def test_a_damaged_dataset_info_is_one_error(tmp_path, tiny_tfds):
+    from fashion_jax import data
+    from fashion_jax.errors import DataError
+
+    shutil.copytree(tiny_tfds, tmp_path / "tfds")
+    (info,) = (tmp_path / "tfds").rglob("dataset_info.json")
+    info.write_text('{"name": "fashion_mnist", "splits": [')
+    with pytest.raises(DataError, match="cannot be read.*Move that folder away"):
+        data.load(str(tmp_path / "tfds"), str(tmp_path / "no_idx"), download=False)
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str):
+    """A tmpfs of `size` mounted at `path` (root only; skips the test otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)])
+    if mounted.returncode:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_read_only_prepared_dataset_without_its_cache_still_loads(tmp_path, tiny_tfds):
+    """A read-only mount refuses even the unlink of a missing file (EROFS): the cache is skipped."""
+    from fashion_jax import data
+
+    with small_filesystem(tmp_path / "ro", "64m") as root:
+        shutil.copytree(tiny_tfds, root / "tfds")
+        for cache in (root / "tfds").rglob(data.CACHE_NAME):
+            cache.unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True)
+        splits = data.load(str(root / "tfds"), str(tmp_path / "no_idx"), download=False)
+        assert len(splits["train"].labels) == 640 and len(splits["test"].labels) == 200
+        assert not list((root / "tfds").rglob(data.CACHE_NAME))
