@@ -126,6 +126,7 @@ class Run:
             workdir, config.keep_checkpoints, config_lib.state_structure(config)
         )
         self.writer = metrics_lib.Writer(workdir, self.is_main)
+        self.workdir_identity = workdir_lib.identity(workdir)
 
     def fetch_window(self, window, loop: LoopState, step: int) -> None:
         """Copies the device window into `loop`; raises NonFiniteLossError if a step diverged."""
@@ -145,6 +146,7 @@ class Run:
         self, state, window, loop: LoopState, step: int, best: dict | None = None, wait=False
     ) -> None:
         """Saves `state` and the loop at `step` (asynchronously unless `wait`)."""
+        workdir_lib.check_unmoved(self.workdir, self.workdir_identity)
         self.fetch_window(window, loop, step)
         if not bool(jax.device_get(checkpoints.all_finite(state).addressable_data(0))):
             raise NonFiniteLossError(
@@ -174,6 +176,7 @@ class Run:
         """Closes the metric window at `step` (started at perf_counter `since`): one "train" record,
         the progress bar's numbers. Waits for the window's steps to finish first."""
         self.fetch_window(window, loop, step)
+        workdir_lib.check_unmoved(self.workdir, self.workdir_identity)
         seconds = time.perf_counter() - since
         loss, accuracy = loop.close_window()
         ips = images / max(seconds, 1e-9)

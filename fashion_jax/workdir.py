@@ -185,6 +185,26 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
     config_lib.check_resume(previous, config, workdir)
 
 
+def identity(workdir: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder `workdir` names now, or None if it names nothing."""
+    try:
+        st = os.stat(workdir)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_unmoved(workdir: Path, expected: tuple[int, int] | None) -> None:
+    """Raises UserError if `workdir` no longer names the folder a run started in (`identity` then):
+    deleted, moved or renamed mid-run. Writing on would split the run between two folders."""
+    if identity(workdir) != expected:
+        raise UserError(
+            f"{workdir} was deleted, moved or renamed while this run trained in it; the run "
+            "stopped so it does not continue in two places. Put the folder back (or give its new "
+            "path as --workdir) and rerun the same command: it resumes from its last checkpoint."
+        )
+
+
 class Lock:
     """An exclusive lock on a workdir for one training process: `with Lock(workdir): ...`.
 
