@@ -8,6 +8,7 @@ print one `error:` line and exit 2; a preemption (SIGTERM/SIGINT) saves and exit
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -107,8 +108,56 @@ def _disk_error(error: BaseException) -> OSError | None:
             errno.EACCES,
         ):
             return error
+        if _full_disk_text(str(error)):  # TensorStore: ValueError RESOURCE_EXHAUSTED ... OCDBT.
+            return OSError(errno.ENOSPC, "No space left on device")
         error = error.__cause__ or error.__context__
     return None
+
+
+def _full_disk_text(text: str) -> bool:
+    return "RESOURCE_EXHAUSTED" in text or "No space left on device" in text
+
+
+def _is_full_disk(exc: BaseException | None) -> bool:
+    import errno
+
+    return exc is not None and (
+        (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+        or _full_disk_text(str(exc))
+        or _is_full_disk(exc.__cause__ or exc.__context__)
+    )
+
+
+class _DropFullDiskRecords(logging.Filter):
+    """Drops the storage threads' own reports of a full disk (a traceback each): the command
+    reports it once, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (_is_full_disk(exc) or _full_disk_text(record.getMessage()))
+
+
+def _quiet_after_full_disk() -> None:
+    """After a full disk was reported, keeps writers' leftover flushes (TensorBoard's at exit, its
+    worker thread) from printing tracebacks; other errors still print."""
+    import threading
+
+    previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+
+    def leftover(exc, tb) -> bool:
+        import traceback
+
+        frames = traceback.extract_tb(tb) if tb is not None else []
+        return _is_full_disk(exc) or (
+            isinstance(exc, OSError) and any("tensorboardX" in f.filename for f in frames)
+        )
+
+    sys.unraisablehook = lambda u: (
+        None if leftover(u.exc_value, u.exc_traceback) else previous_unraisable(u)
+    )
+    threading.excepthook = lambda a: (
+        None if leftover(a.exc_value, a.exc_traceback) else previous_thread(a)
+    )
 
 
 def guarded(body, command: str, where: dict[str, str]) -> int:
@@ -116,6 +165,8 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
     preemption prints how to resume and returns 128 + signal; a user error or a full disk prints
     one `error:` line and returns 2. `command` is the command line that resumes; `body` puts the
     workdir it trains in into `where["workdir"]` as soon as it knows it."""
+    quiet = _DropFullDiskRecords()
+    logging.getLogger("absl").addFilter(quiet)
     try:
         return body()
     except Preempted as p:
@@ -135,6 +186,7 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
         disk = _disk_error(e)
         if disk is None:
             raise
+        _quiet_after_full_disk()
         print(
             f"error: cannot write ({disk.strerror}: {disk.filename or where.get('workdir')}). Free some space "
             "or fix the permissions, then rerun the same command: it resumes from the last complete "
@@ -143,6 +195,8 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
             flush=True,
         )
         return 2
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,3 +198,93 @@ def test_a_read_only_prepared_dataset_without_its_cache_still_loads(tmp_path, ti
         splits = data.load(str(root / "tfds"), str(tmp_path / "no_idx"), download=False)
         assert len(splits["train"].labels) == 640 and len(splits["test"].labels) == 200
         assert not list((root / "tfds").rglob(data.CACHE_NAME))
+
+
+def test_a_reader_lists_again_when_retention_removed_what_it_listed(trained, tmp_path, monkeypatch):
+    """predict beside a trainer: the steps it listed are deleted (retention) and a newer one
+    appears before it reads; it reads the newer one instead of finding nothing."""
+    from fashion_jax import checkpoints, workdir
+
+    w = tmp_path / "w"
+    shutil.copytree(trained, w)
+    assert sorted(p.name for p in (w / "checkpoints").iterdir()) == ["10", "20"]
+    shutil.move(w / "checkpoints" / "20", tmp_path / "20")  # Not written yet when listed.
+    init = checkpoints.Checkpoints.__init__
+
+    def listed_then_raced(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        assert self.steps() == [10]
+        shutil.rmtree(w / "checkpoints" / "10")  # Retention, after the trainer saved step 20.
+        shutil.move(tmp_path / "20", w / "checkpoints" / "20")
+
+    monkeypatch.setattr(checkpoints.Checkpoints, "__init__", listed_then_raced)
+    config, state = workdir.load_trained(w)
+    assert int(state.step) == 20
+
+
+def test_a_workdir_renamed_mid_run_stops_with_one_line_and_resumes(tmp_path, tiny_args):
+    """Renaming (or deleting) the workdir under a trainer stops it at the next log or save step,
+    instead of ending with exit 0 and a run split in two folders; moving it back resumes."""
+    import json
+    import sys
+    import time
+
+    from conftest import ROOT, run_module
+
+    w, moved = tmp_path / "w", tmp_path / "moved"
+    args = [*tiny_args, "--config.num_epochs=6", "--config.log_every_steps=2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fashion_jax.run", "--workdir", str(w), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
+        cwd=ROOT,
+    )
+    deadline = time.time() + 240
+    while not (w / "checkpoints" / "10").is_dir() and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    w.rename(moved)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 2, (proc.returncode, err[-2000:])
+    assert err.count("error:") == 1 and "Traceback" not in err, err
+    assert "was deleted, moved or renamed" in err
+    assert not w.exists() or not (w / "checkpoints").exists()  # Nothing split off.
+    moved.rename(w)
+    done = run_module("fashion_jax.run", "--workdir", w, *args, check=True)
+    assert "Resuming from the checkpoint" in done.stdout
+    assert json.loads((w / "summary.json").read_text())["steps"] == 120
+
+
+def _evals(workdir: Path) -> list[dict]:
+    import json
+
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [
+        {k: v for k, v in r.items() if not k.endswith("seconds")}
+        for r in records
+        if r["type"] == "eval"
+    ]
+
+
+def test_a_real_full_disk_is_one_line_and_the_run_resumes_exactly(tmp_path, tiny_args):
+    """A 3 MB file system holds one checkpoint (1.6 MB) but not two: the second save fails for
+    real (no mock). One error line, the first checkpoint intact, and after space is freed the
+    same command resumes and ends exactly where an uninterrupted run ends."""
+    from conftest import run_module
+
+    with small_filesystem(tmp_path / "disk", "3m") as disk:
+        full = run_module("fashion_jax.run", "--workdir", disk / "w", *tiny_args, timeout=300)
+        assert full.returncode == 2, (full.returncode, full.stderr[-3000:])
+        assert full.stderr.count("error:") == 1 and "Traceback" not in full.stderr, full.stderr
+        assert "error: cannot write (No space left on device" in full.stderr
+        complete = [p.name for p in (disk / "w" / "checkpoints").iterdir() if p.name.isdigit()]
+        assert complete == ["10"], complete
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resumed = run_module("fashion_jax.run", "--workdir", disk / "w", *tiny_args, check=True)
+        assert "Resuming from the checkpoint at step 10" in resumed.stdout
+        got = _evals(disk / "w")
+    run_module("fashion_jax.run", "--workdir", tmp_path / "ref", *tiny_args, check=True)
+    assert got == _evals(tmp_path / "ref") and len(got) == 2
