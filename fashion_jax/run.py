@@ -171,14 +171,24 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
         return body()
     except Preempted as p:
         name = signal.Signals(p.signum).name
+        done = (
+            f"saved the checkpoint at step {p.step} in {where.get('workdir', 'WORKDIR')}/checkpoints"
+            if p.saved
+            else f"stopped before training (at step {p.step}), nothing new to save"
+        )
         print(
-            f"\n{name} received: saved the checkpoint at step {p.step} in "
-            f"{where.get('workdir', 'WORKDIR')}/checkpoints. "
-            f"Resume with the same command: {command}",
+            f"\n{name} received: {done}. Resume with the same command: {command}",
             file=sys.stderr,
             flush=True,
         )
         return 128 + p.signum
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler was installed.
+        print(
+            f"\nSIGINT received before training started. Start again with: {command}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + signal.SIGINT
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -28,7 +28,7 @@ from fashion_jax import metrics as metrics_lib
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
 from fashion_jax.evaluate import Evaluator
-from fashion_jax.preemption import StopFlag
+from fashion_jax.preemption import Preempted, StopFlag
 
 
 @dataclasses.dataclass
@@ -152,7 +152,8 @@ class Run:
             raise NonFiniteLossError(
                 f"The train state holds NaN or inf at step {step}; it was not saved."
             )
-        self.ckpt.save(step, state, {"loop": dataclasses.asdict(loop)}, metrics=best)
+        meta = {"loop": dataclasses.asdict(loop), "total_steps": self.total_steps}
+        self.ckpt.save(step, state, meta, metrics=best)
         if wait:
             self.ckpt.wait()
 
@@ -265,12 +266,19 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     Raises UserError subclasses for bad input (NonFiniteLossError for a diverged run) and
     preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
     """
+    # Callers of the Python API get the command line's checks: keys, types, ranges.
+    config = config_lib.validate(config_lib.check_schema(config))
     workdir = workdir_lib.check_path(workdir)
     mesh = sharding.make_mesh()
     is_main = jax.process_index() == 0
     sharding.check_batch_size("batch_size", config.batch_size, mesh)
     workdir_lib.create(workdir)
-    with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():
+    # Signals from here on only ask for a stop (seen before training starts, or at the next
+    # step boundary): Ctrl-C during the first compilation interrupts no XLA thread midway.
+    with (
+        workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext(),
+        StopFlag() as early_stop,
+    ):
         workdir_lib.check_previous(workdir, config, restart, is_main)
         splits = data.load_splits(config)
         steps_per_epoch = len(splits["train"].labels) // config.batch_size
@@ -282,9 +290,11 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
         run = Run(config, workdir, mesh, splits, steps_per_epoch * config.num_epochs)
         try:
             state, loop = run.restore_or_init()
+            if early_stop.requested(sync_point=True):
+                raise Preempted(early_stop.signum, int(state.step), saved=False)
             if is_main:  # Only once the config is known to work with the data and the checkpoint.
                 (workdir / workdir_lib.CONFIG_JSON).write_text(config_lib.to_json(config) + "\n")
-            state, loop = _train(run, state, loop)
+            state, loop = _train(run, state, loop, early_stop)
         finally:
             run.ckpt.close()
         summary = metrics_lib.summary(run, int(state.step), loop.train_seconds)
@@ -295,7 +305,7 @@ def train_and_evaluate(config, workdir: str | Path, restart: bool = False) -> di
     return summary
 
 
-def _train(run: Run, state, loop: LoopState):
+def _train(run: Run, state, loop: LoopState, stop: StopFlag | None = None):
     """The epochs, from wherever `state` stands. Returns the final (state, loop)."""
     config, spe = run.config, run.steps_per_epoch
     step = int(state.step)
@@ -309,7 +319,7 @@ def _train(run: Run, state, loop: LoopState):
             f"{run.costs['params']:,} parameters, {metrics_lib.mega(run.costs['forward_flops'])} MFLOP per image forward.",
             flush=True,
         )
-    with StopFlag() as stop:
+    with contextlib.nullcontext(stop) if stop is not None else StopFlag() as stop:
         for epoch in range(step // spe, config.num_epochs):
             t_epoch = time.perf_counter()
             state, window, step = train_epoch(run, state, window, loop, epoch, step, stop)

@@ -156,7 +156,14 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
     file, or a previous run whose config differs in a key that defines the training (see
     `config.check_resume`). With `restart`, the previous outputs move to `backup-<time>/`.
     """
-    present = [name for name in OUTPUTS if (workdir / name).exists()]
+    # An empty folder holds no run: the runner makes checkpoints/ a moment before it writes
+    # config.json, and an interruption in between must leave a workdir the rerun accepts.
+    present = [
+        name
+        for name in OUTPUTS
+        if (workdir / name).exists()
+        and not ((workdir / name).is_dir() and not any((workdir / name).iterdir()))
+    ]
     if restart and present:
         if is_main:
             backup = workdir / time.strftime("backup-%Y%m%d-%H%M%S")
@@ -273,4 +280,9 @@ def load_trained(workdir: str | os.PathLike):
         ckpt.close()
     if restored is None:
         raise CheckpointError(f"{workdir}/{CHECKPOINTS} holds no readable checkpoint: train first.")
-    return config, restored[0]
+    state, meta = restored
+    if meta.get("total_steps"):  # The optimizer of the run's own length: continuing matches it.
+        from fashion_jax import optimizers
+
+        state = state.replace(tx=optimizers.make_optimizer(config, int(meta["total_steps"])))
+    return config, state

@@ -288,3 +288,120 @@ def test_a_real_full_disk_is_one_line_and_the_run_resumes_exactly(tmp_path, tiny
         got = _evals(disk / "w")
     run_module("fashion_jax.run", "--workdir", tmp_path / "ref", *tiny_args, check=True)
     assert got == _evals(tmp_path / "ref") and len(got) == 2
+
+
+@pytest.mark.slow
+def test_a_run_interrupted_at_any_moment_resumes_by_rerunning_it(tmp_path, tiny_args, trained):
+    """SIGINT during start-up and the first compilation, then SIGTERM and kill -9 in the window
+    between checkpoints/ appearing and config.json being written: each ends without a traceback
+    (or dies, for kill -9), and rerunning the same command finishes the run exactly."""
+    import signal
+    import sys
+    import time
+
+    from conftest import ROOT, run_module
+
+    w = tmp_path / "w"
+    args = [*tiny_args, "--config.num_epochs=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def in_window(proc):
+        return (w / "checkpoints").is_dir() and not (w / "config.json").exists()
+
+    def compiling(proc):  # The lock is taken just before the data is loaded and compiled for.
+        lock = w / ".lock"
+        return lock.is_file() and f"pid {proc.pid} " in lock.read_text()
+
+    moments = [
+        ("SIGINT during the first compilation", signal.SIGINT, compiling),
+        ("SIGTERM in the window", signal.SIGTERM, in_window),
+        ("kill -9 in the window", signal.SIGKILL, in_window),
+    ]
+    landed = []
+    for k, (name, sig, moment) in enumerate(moments):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fashion_jax.run", "--workdir", str(w), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        since = time.time()
+        while proc.poll() is None and not moment(proc) and time.time() - since < 120:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            landed.append(name)
+        _, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err, (name, err[-3000:])
+        if proc.returncode not in (0, -signal.SIGKILL):
+            assert proc.returncode == 128 + sig, (name, proc.returncode, err[-2000:])
+        if (w / "summary.json").exists():  # This attempt finished: start the next afresh.
+            shutil.rmtree(w)
+        folder = w / "checkpoints"
+        if k < len(moments) - 1 and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # So the next attempt's window is its own (the last one's is kept).
+    assert len(landed) >= 2, landed
+    done = run_module("fashion_jax.run", "--workdir", w, *args, check=True)
+    assert _evals(w) == _evals(trained) and len(_evals(w)) == 1, done.stdout  # Same config.
+
+
+def test_a_typo_on_the_default_config_raises():
+    from fashion_jax import config as config_lib
+
+    c = config_lib.get_config()
+    c.learning_rate = 0.5
+    with pytest.raises(AttributeError, match="lerning_rate"):
+        c.lerning_rate = 1.0
+
+
+def test_the_python_api_checks_its_config(tmp_path):
+    import ml_collections
+
+    from fashion_jax import config as config_lib
+    from fashion_jax.errors import ConfigError
+    from fashion_jax.train import train_and_evaluate
+
+    c = config_lib.get_config()
+    c.batch_size = 0
+    with pytest.raises(ConfigError, match="batch_size = 0 is out of range"):
+        train_and_evaluate(c, tmp_path / "w")
+    c = ml_collections.ConfigDict(config_lib.get_config().to_dict() | {"model": "resnet1000"})
+    with pytest.raises(ConfigError, match="model 'resnet1000' is unknown"):
+        train_and_evaluate(c, tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_api_trains_in_a_thread_and_load_trained_continues_its_schedule(
+    tmp_path, tiny_idx, tiny_tfds
+):
+    """No signal handlers outside the main thread; load_trained's optimizer has the run's length
+    (a finished cosine run's learning rate is 0, so one more update is exactly 0)."""
+    import threading
+
+    import jax
+
+    from fashion_jax import config as config_lib
+    from fashion_jax import optimizers, workdir
+    from fashion_jax.train import train_and_evaluate
+
+    overrides = {
+        a[len("--config.") :].split("=")[0]: a.split("=", 1)[1]
+        for a in runner_args(tiny_idx, tiny_tfds, num_epochs=1, schedule="cosine")
+    }
+    config = config_lib.validate(config_lib.apply_overrides(config_lib.get_config(), overrides))
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.append(train_and_evaluate(config, tmp_path / "w"))
+    )
+    thread.start()
+    thread.join(300)
+    assert results and results[0]["steps"] == 20, results
+    loaded_config, state = workdir.load_trained(tmp_path / "w")
+    grads = jax.tree.map(lambda p: p * 0 + 1, state.params)
+    update = state.tx.update(grads, state.opt_state, state.params)[0]
+    assert max(float(abs(u).max()) for u in jax.tree.leaves(update)) == 0.0
+    longer = optimizers.make_optimizer(loaded_config, 1 << 20)
+    other = longer.update(grads, state.opt_state, state.params)[0]
+    assert max(float(abs(u).max()) for u in jax.tree.leaves(other)) > 0
