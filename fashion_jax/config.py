@@ -13,6 +13,7 @@ import importlib.machinery
 import importlib.util
 import json
 import math
+import re
 import traceback
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_processes = 0
     c.process_id = -1
     c.distributed_timeout_seconds = 300
+    c.lock()  # A misspelt key (c.lerning_rate = ...) raises instead of adding a key nobody reads.
     return c
 
 
@@ -228,6 +230,15 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
         loaded = module.get_config()
     except ConfigError:
         raise
+    except AttributeError as e:
+        locked = re.match(r"""['"]?Key "(.+?)" does not exist and cannot be added""", str(e))
+        if not locked:
+            tb = traceback.extract_tb(e.__traceback__)
+            line = next(
+                (f", line {f.lineno}" for f in reversed(tb) if Path(f.filename) == path), ""
+            )
+            raise ConfigError(f"{path}{line}: {type(e).__name__}: {e}. {hint}") from None
+        raise ConfigError(f"{path}: {_unknown_key(locked.group(1), get_config())}") from None
     except SyntaxError as e:
         raise ConfigError(
             f"{path}, line {e.lineno}: {e.msg} (a SyntaxError in the experiment file)."
