@@ -180,10 +180,11 @@ class Checkpoints:
         _quiet_background_errors()
         gc.collect()
         if self.read_only:
-            print(
-                f"WARNING: checkpoint at step {step} is unreadable ({reason}); skipping it.",
-                flush=True,
-            )
+            if (self.directory / str(step)).exists():  # Else the trainer's retention removed it.
+                print(
+                    f"WARNING: checkpoint at step {step} is unreadable ({reason}); skipping it.",
+                    flush=True,
+                )
             return
         src = self.directory / str(step)
         dst_root = self.workdir / "checkpoints_invalid"
@@ -209,8 +210,25 @@ class Checkpoints:
 
         Returns (state, meta), or None when there is no readable checkpoint. Raises
         CheckpointError when a checkpoint is readable but was made for a different state structure.
+        A reader (read_only) beside a running trainer lists the steps again when the ones it
+        listed were removed meanwhile (retention), and tries the newer ones.
         """
+        tried: set[int] = set()
+        for _ in range(5 if self.read_only else 1):
+            restored = self._restore_newest(abstract_state, tried)
+            if restored is not None or not self.read_only:
+                return restored
+            self.manager.reload()
+            if not set(self.steps()) - tried:
+                return None
+        return None
+
+    def _restore_newest(self, abstract_state, tried: set[int]):
+        """`restore_latest`'s one pass over the listed steps not in `tried` (which it extends)."""
         for step in reversed(self.steps()):
+            if step in tried:
+                continue
+            tried.add(step)
             try:
                 meta = self.manager.restore(
                     step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
@@ -291,4 +309,9 @@ def load_trained(workdir):
         raise CheckpointError(
             f"{workdir}/{workdir_lib.CHECKPOINTS} holds no readable checkpoint: train first."
         )
-    return config, restored[0]
+    state, meta = restored
+    if meta.get("total_steps"):  # The optimizer of the run's own length: continuing matches it.
+        from fashion_jax import optimizers
+
+        state = state.replace(tx=optimizers.make_optimizer(config, int(meta["total_steps"])))
+    return config, state

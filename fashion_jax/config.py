@@ -9,9 +9,11 @@ type of the default. `validate` checks every value's range. All mistakes raise `
 from __future__ import annotations
 
 import difflib
+import importlib.machinery
 import importlib.util
 import json
 import math
+import re
 import traceback
 from pathlib import Path
 
@@ -71,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_processes = 0
     c.process_id = -1
     c.distributed_timeout_seconds = 300
+    c.lock()  # A misspelt key (c.lerning_rate = ...) raises instead of adding a key nobody reads.
     return c
 
 
@@ -130,11 +133,6 @@ def _plain(value):
     if isinstance(value, ml_collections.ConfigDict):
         value = value.to_dict()
     return json.loads(json.dumps(value))
-
-
-def same(a: ml_collections.ConfigDict, b: ml_collections.ConfigDict) -> bool:
-    """Whether two configs hold the same values as JSON data (a tuple equals its list)."""
-    return _plain(a) == _plain(b)
 
 
 def state_structure(config) -> dict:
@@ -243,8 +241,10 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
+    name = f"fashion_jax_experiment_{path.parent.name}"
+    # An explicit source loader: a config file runs as Python whatever its name ends in.
     spec = importlib.util.spec_from_file_location(
-        f"fashion_jax_experiment_{path.parent.name}", path
+        name, path, loader=importlib.machinery.SourceFileLoader(name, str(path))
     )
     module = importlib.util.module_from_spec(spec)
     hint = (
@@ -258,6 +258,15 @@ def load_experiment(path: str | Path) -> ml_collections.ConfigDict:
         loaded = module.get_config()
     except ConfigError:
         raise
+    except AttributeError as e:
+        locked = re.match(r"""['"]?Key "(.+?)" does not exist and cannot be added""", str(e))
+        if not locked:
+            tb = traceback.extract_tb(e.__traceback__)
+            line = next(
+                (f", line {f.lineno}" for f in reversed(tb) if Path(f.filename) == path), ""
+            )
+            raise ConfigError(f"{path}{line}: {type(e).__name__}: {e}. {hint}") from None
+        raise ConfigError(f"{path}: {_unknown_key(locked.group(1), get_config())}") from None
     except SyntaxError as e:
         raise ConfigError(
             f"{path}, line {e.lineno}: {e.msg} (a SyntaxError in the experiment file)."
@@ -356,7 +365,18 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(
             f"warmup_epochs = {config.warmup_epochs} is longer than num_epochs = {config.num_epochs}."
         )
+    if config.schedule in DECAYING_AFTER_WARMUP and config.warmup_epochs >= config.num_epochs:
+        raise ConfigError(WARMUP_FILLS_RUN.format(config=config))
     return config
+
+
+# Schedules that warm up, then decay: the warm-up must leave at least one step of decay.
+DECAYING_AFTER_WARMUP = ("cosine", "onecycle")
+WARMUP_FILLS_RUN = (
+    "warmup_epochs = {config.warmup_epochs} fills the whole run (num_epochs = {config.num_epochs}): "
+    "schedule '{config.schedule}' decays after its warm-up. Use a shorter warm-up, more epochs, "
+    "or schedule 'linear'."
+)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

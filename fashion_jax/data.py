@@ -122,6 +122,8 @@ def _read_idx_file(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.nd
             f"{path} is truncated or padded: header says {count} items ({expected} bytes), "
             f"file holds {len(body)} bytes.\n{FIXES}"
         )
+    if count == 0:
+        raise DataError(f"{path} holds no examples (its header says 0 items).\n{FIXES}")
     return np.frombuffer(body, np.uint8).reshape(count, *item_shape)
 
 
@@ -209,8 +211,16 @@ def prepare(data_dir: str | None, idx_dir: str | None = None, download: bool = T
     Raises `DataError` with the three possible fixes when no source works.
     """
     tfds = _tfds()
-    builder = tfds.builder("fashion_mnist", data_dir=data_dir)
-    if builder.is_prepared():
+    try:
+        builder = tfds.builder("fashion_mnist", data_dir=data_dir)
+        prepared = builder.is_prepared()
+    except Exception as e:  # tfds raises many types for a damaged dataset_info.json.
+        raise DataError(
+            f"The prepared dataset in {_builder_dir(data_dir)} cannot be read ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}). Move that folder away (or delete "
+            f"it) to rebuild it.\n{FIXES}"
+        ) from None
+    if prepared:
         return builder
     idx_path = resolve_idx_dir(idx_dir)
     if all((idx_path / name).is_file() for pair in IDX_FILES.values() for name in pair):
@@ -278,7 +288,10 @@ def _write_cache(builder_dir: Path, splits: dict[str, Split]) -> None:
         )
         tmp.replace(builder_dir / CACHE_NAME)
     except OSError:  # A read-only data dir: no cache, no harm.
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # A read-only mount refuses even the unlink of a missing file.
+            pass
 
 
 def load(
@@ -299,6 +312,12 @@ def load(
     decoded arrays beside it (`fashion_jax_arrays.npz`, tied to that dataset's `dataset_info.json`);
     later loads read that file in a fraction of a second without importing TensorFlow.
     """
+    root = Path(data_dir).expanduser() if data_dir else None
+    if root is not None and root.exists() and not root.is_dir():
+        raise DataError(
+            f"data_dir {data_dir} is a file, not a folder: give the tfds data dir (a folder), or "
+            "leave data_dir empty for ~/tensorflow_datasets."
+        )
     cached = _read_cache(_builder_dir(data_dir))
     if cached is not None:
         return cached

@@ -51,6 +51,15 @@ def learning_rate_schedule(config, total_steps: int | None = None) -> optax.Sche
     if not total_steps:
         raise ValueError(f"schedule '{config.schedule}' needs total_steps")
     warmup = int(round(config.warmup_epochs / config.num_epochs * total_steps))
+    from fashion_jax import config as config_lib
+
+    if config.schedule in config_lib.DECAYING_AFTER_WARMUP and warmup >= total_steps:
+        from fashion_jax.errors import ConfigError
+
+        raise ConfigError(
+            config_lib.WARMUP_FILLS_RUN.format(config=config)
+            + f" (its {warmup} warm-up steps leave none of the run's {total_steps})"
+        )
     return SCHEDULES[config.schedule](config, total_steps, warmup)
 
 

@@ -57,7 +57,7 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int] = (28, 28, 1))
             if channels == 3:
                 rgb = im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
                 return np.asarray(rgb, np.uint8)
-            grey = np.asarray(im.convert("L"), dtype=np.float32)
+            grey = _grey(im)
     except Image.DecompressionBombError as e:
         raise UserError(
             f"{path} is too large to open safely ({e}). Give a smaller image."
@@ -87,6 +87,35 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int] = (28, 28, 1))
     top, left = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
     out[top : top + small.shape[0], left : left + small.shape[1]] = small
     return out[..., None]
+
+
+def _grey(im) -> np.ndarray:
+    """float32[H, W] in 0..255 from a PIL image of any mode: 16-bit grey is scaled (not clipped)
+    to 8 bits, and transparent pixels are composited onto white (an icon's transparent
+    background reads as paper, not as black)."""
+    from PIL import Image
+
+    if im.mode.startswith("I") or im.mode == "F":
+        values = np.asarray(im, dtype=np.float64)
+        # 16-bit PNGs open as "I;16" or "I"; "F" (float TIFF) is taken as 0..1 when it fits.
+        top = 65535.0 if im.mode != "F" else 1.0
+        top = max(top, float(values.max()))
+        return np.clip(values * (255.0 / top), 0, 255).astype(np.float32)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(im.convert("L"), dtype=np.float32)
+
+
+def figure_paths(out_dir: Path, names: list[str]) -> list[Path]:
+    """`out_dir/<name>.png` for each name; a name seen before gets `_2`, `_3`, ... so no figure is
+    written over another (two inputs `a/shirt.png` and `b/shirt.png`)."""
+    seen: dict[str, int] = {}
+    paths = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        paths.append(out_dir / (f"{name}.png" if seen[name] == 1 else f"{name}_{seen[name]}.png"))
+    return paths
 
 
 def check_output(path: Path) -> None:
@@ -140,9 +169,10 @@ def predict_test_images(
                 f"--index {i} is out of range: the test set has {len(test.labels)} "
                 f"images, 0..{len(test.labels) - 1}."
             )
-    for i, p in zip(indices, probabilities(state, test.images[indices], config)):
+    paths = [Path(output)] if output else figure_paths(out_dir, [f"test_{i}" for i in indices])
+    workdir_lib.check_kinds(paths)
+    for i, p, path in zip(indices, probabilities(state, test.images[indices], config), paths):
         pred, true = int(p.argmax()), int(test.labels[i])
-        path = Path(output) if output and len(indices) == 1 else out_dir / f"test_{i}.png"
         out_dir.mkdir(exist_ok=True)
         title = f"predicted: {names[pred]} ({p[pred]:.1%})\ntrue: {names[true]}"
         save_figure(test.images[i], title, path)
@@ -152,16 +182,23 @@ def predict_test_images(
 
 
 def predict_files(
-    config, state, files: list[str], out_dir: Path, info: data.DatasetInfo | None = None
+    config,
+    state,
+    files: list[str],
+    out_dir: Path,
+    info: data.DatasetInfo | None = None,
+    output: str | None = None,
 ) -> None:
-    """Prints the top 3 classes of each image file and draws it as the network sees it."""
+    """Prints the top 3 classes of each image file and draws it as the network sees it (into
+    `output` when given, for a single file)."""
     info = info or data.DatasetInfo(data.IMAGE_SHAPE, data.NUM_CLASSES, data.CLASS_NAMES)
     images = np.stack([load_image_file(p, info.image_shape) for p in files])
     names = info.class_names
-    for file, image, p in zip(files, images, probabilities(state, images, config)):
+    paths = [Path(output)] if output else figure_paths(out_dir, [Path(f).stem for f in files])
+    workdir_lib.check_kinds(paths)
+    for file, image, p, path in zip(files, images, probabilities(state, images, config), paths):
         top = np.argsort(p)[::-1][:3]
         ranked = ", ".join(f"{names[k]} {p[k]:.3f}" for k in top)
-        path = out_dir / f"{Path(file).stem}.png"
         out_dir.mkdir(exist_ok=True)
         save_figure(image, f"{Path(file).name}\npredicted: {names[top[0]]} ({p[top[0]]:.1%})", path)
         print(f"{file}: {ranked} -> {path}")
@@ -189,8 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.output is not None:
             check_output(Path(args.output))
+            figures = len(args.index or []) + len(args.images)
+            if figures != 1:
+                raise UserError(
+                    f"--output names one figure, but this call draws {figures} (one per --index "
+                    "and per image file). Drop --output (figures go to WORKDIR/predictions/), or "
+                    "ask for one image."
+                )
         config, state = load_trained(args.workdir)
-        out_dir = Path(args.workdir) / workdir_lib.PREDICTIONS
+        out_dir = workdir_lib.check_path(args.workdir) / workdir_lib.PREDICTIONS
         if out_dir.exists() and not out_dir.is_dir():
             raise UserError(
                 f"{out_dir} is a file, but predictions are written into a folder there. "
@@ -200,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.index:
             predict_test_images(config, state, args.index, out_dir, args.output, info.class_names)
         if args.images:
-            predict_files(config, state, args.images, out_dir, info)
+            predict_files(config, state, args.images, out_dir, info, args.output)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

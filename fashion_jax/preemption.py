@@ -9,6 +9,7 @@ processes save the same step together and exit with 128 + the signal number.
 from __future__ import annotations
 
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -17,9 +18,9 @@ import numpy as np
 class Preempted(Exception):
     """Raised by the loop after a clean save at `step` because of signal `signum`."""
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, saved: bool = True):
         super().__init__(f"signal {signum} at step {step}")
-        self.signum, self.step = signum, step
+        self.signum, self.step, self.saved = signum, step, saved
 
 
 class StopFlag:
@@ -30,8 +31,11 @@ class StopFlag:
         self._previous = {}
 
     def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
+        # Python lets only the main thread install handlers; elsewhere (a notebook's or a
+        # service's worker thread) signals keep their default meaning.
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -41,6 +45,7 @@ class StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous.clear()
 
     def requested(self, sync_point: bool) -> bool:
         """Whether to save and stop now. One process: whenever a signal arrived. Several: only at

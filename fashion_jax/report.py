@@ -199,6 +199,7 @@ def _check_reportable(workdir: Path) -> Path:
             f"{plot_dir} is a file, but the report writes its figures into a folder there. "
             "Move it away and rerun."
         )
+    workdir_lib.check_kinds([workdir / REPORT_FILE, *(workdir / f for f in workdir_lib.PLOT_FILES)])
     plot_dir.mkdir(exist_ok=True)
     return plot_dir
 

@@ -8,6 +8,7 @@ print one `error:` line and exit 2; a preemption (SIGTERM/SIGINT) saves and exit
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -66,11 +67,33 @@ def resolve_config(workdir: str, config_file: str | None, overrides: dict[str, s
     if config_file or path.is_file():
         cfg = config_lib.load_experiment(path)
     else:
+        print(_defaults_note(path), flush=True)
         cfg = config_lib.get_config()
     cfg = config_lib.apply_overrides(cfg, overrides)
     if config_file or path.is_file():  # A model set by an override lives beside the config too.
         cfg = config_lib.with_model_dir(cfg, path.parent)
     return config_lib.validate(cfg)
+
+
+def _defaults_note(path: Path) -> str:
+    """The one line saying a run trains the defaults because `path` (WORKDIR/config.py) is absent,
+    naming a sibling experiment with a close name (a misspelt one) when there is one."""
+    import difflib
+
+    workdir = path.parent
+    hint = ""
+    try:
+        siblings = [p.name for p in workdir.parent.iterdir() if (p / path.name).is_file()]
+    except OSError:
+        siblings = []
+    close = difflib.get_close_matches(workdir.name, siblings, n=1, cutoff=0.75)
+    if close and close[0] != workdir.name:
+        hint = f" Did you mean --workdir {workdir.parent / close[0]}?"
+    return (
+        f"note: {path} does not exist, so this run trains the defaults of "
+        f"fashion_jax.config.get_config() with your overrides.{hint} The recipes are "
+        "experiments/<name>/config.py in the fashion_jax source tree; or pass --config FILE."
+    )
 
 
 def _disk_error(error: BaseException) -> OSError | None:
@@ -88,29 +111,87 @@ def _disk_error(error: BaseException) -> OSError | None:
             errno.EACCES,
         ):
             return error
+        if _full_disk_text(str(error)):  # TensorStore: ValueError RESOURCE_EXHAUSTED ... OCDBT.
+            return OSError(errno.ENOSPC, "No space left on device")
         error = error.__cause__ or error.__context__
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit status."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args, overrides = parse_args(argv)
-        config = resolve_config(args.workdir, args.config, overrides)
-        sharding.initialize_distributed(config)
-        from fashion_jax.train import train_and_evaluate
+def _full_disk_text(text: str) -> bool:
+    return "RESOURCE_EXHAUSTED" in text or "No space left on device" in text
 
-        summary = train_and_evaluate(config, args.workdir, restart=args.restart)
+
+def _is_full_disk(exc: BaseException | None) -> bool:
+    import errno
+
+    return exc is not None and (
+        (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+        or _full_disk_text(str(exc))
+        or _is_full_disk(exc.__cause__ or exc.__context__)
+    )
+
+
+class _DropFullDiskRecords(logging.Filter):
+    """Drops the storage threads' own reports of a full disk (a traceback each): the command
+    reports it once, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (_is_full_disk(exc) or _full_disk_text(record.getMessage()))
+
+
+def _quiet_after_full_disk() -> None:
+    """After a full disk was reported, keeps writers' leftover flushes (TensorBoard's at exit, its
+    worker thread) from printing tracebacks; other errors still print."""
+    import threading
+
+    previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+
+    def leftover(exc, tb) -> bool:
+        import traceback
+
+        frames = traceback.extract_tb(tb) if tb is not None else []
+        return _is_full_disk(exc) or (
+            isinstance(exc, OSError) and any("tensorboardX" in f.filename for f in frames)
+        )
+
+    sys.unraisablehook = lambda u: (
+        None if leftover(u.exc_value, u.exc_traceback) else previous_unraisable(u)
+    )
+    threading.excepthook = lambda a: (
+        None if leftover(a.exc_value, a.exc_traceback) else previous_thread(a)
+    )
+
+
+def guarded(body, command: str, where: dict[str, str]) -> int:
+    """Runs `body()` (which returns the exit status) the way every training command ends: a
+    preemption prints how to resume and returns 128 + signal; a user error or a full disk prints
+    one `error:` line and returns 2. `command` is the command line that resumes; `body` puts the
+    workdir it trains in into `where["workdir"]` as soon as it knows it."""
+    quiet = _DropFullDiskRecords()
+    logging.getLogger("absl").addFilter(quiet)
+    try:
+        return body()
     except Preempted as p:
         name = signal.Signals(p.signum).name
+        done = (
+            f"saved the checkpoint at step {p.step} in {where.get('workdir', 'WORKDIR')}/checkpoints"
+            if p.saved
+            else f"stopped before training (at step {p.step}), nothing new to save"
+        )
         print(
-            f"\n{name} received: saved the checkpoint at step {p.step} in {args.workdir}/checkpoints. "
-            f"Resume with the same command: python -m fashion_jax.run {' '.join(argv)}",
+            f"\n{name} received: {done}. Resume with the same command: {command}",
             file=sys.stderr,
             flush=True,
         )
         return 128 + p.signum
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler was installed.
+        print(
+            f"\nSIGINT received before training started. Start again with: {command}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + signal.SIGINT
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
@@ -118,23 +199,43 @@ def main(argv: list[str] | None = None) -> int:
         disk = _disk_error(e)
         if disk is None:
             raise
+        _quiet_after_full_disk()
         print(
-            f"error: cannot write ({disk.strerror}: {disk.filename or args.workdir}). Free some space "
+            f"error: cannot write ({disk.strerror}: {disk.filename or where.get('workdir')}). Free some space "
             "or fix the permissions, then rerun the same command: it resumes from the last complete "
             "checkpoint.",
             file=sys.stderr,
             flush=True,
         )
         return 2
-    import jax
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
 
-    if jax.process_index() == 0 and summary["test_accuracy"] is not None:
-        print(
-            f"test loss {summary['test_loss']:.4f}, test accuracy {summary['test_accuracy']:.4f} "
-            f"({summary['train_seconds']:.1f} s training) -> {Path(args.workdir) / 'summary.json'}",
-            flush=True,
-        )
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    where: dict[str, str] = {}
+
+    def body() -> int:
+        args, overrides = parse_args(argv)
+        where["workdir"] = args.workdir
+        config = resolve_config(args.workdir, args.config, overrides)
+        sharding.initialize_distributed(config)
+        from fashion_jax.train import train_and_evaluate
+
+        summary = train_and_evaluate(config, args.workdir, restart=args.restart)
+        import jax
+
+        if jax.process_index() == 0 and summary["test_accuracy"] is not None:
+            print(
+                f"test loss {summary['test_loss']:.4f}, test accuracy {summary['test_accuracy']:.4f} "
+                f"({summary['train_seconds']:.1f} s training) -> {Path(args.workdir) / 'summary.json'}",
+                flush=True,
+            )
+        return 0
+
+    return guarded(body, f"python -m fashion_jax.run {' '.join(argv)}", where)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ each device gathers only its own rows of every global batch: no batch crosses th
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fashion_jax.errors import ConfigError
+from fashion_jax.errors import ConfigError, UserError
 
 DATA_AXIS = "data"
 
@@ -22,18 +24,81 @@ def initialize_distributed(config) -> None:
     """Joins JAX's distributed runtime when `config.distributed` is set (call before any JAX op).
 
     Empty coordinator address / 0 processes / process id -1 mean auto-detection, which JAX does
-    on TPU VMs, SLURM and Open MPI. On CPU, collectives go through gloo.
+    on TPU VMs, SLURM and Open MPI. On CPU, collectives go through gloo. Raises ConfigError when
+    nothing names the coordinator, and UserError when the processes do not all meet within
+    `distributed_timeout_seconds` (an unreachable coordinator, a process that never started).
     """
     if not config.distributed:
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Used only by CPU devices.
-    jax.distributed.initialize(
-        coordinator_address=config.coordinator_address or None,
-        num_processes=config.num_processes or None,
-        process_id=config.process_id if config.process_id >= 0 else None,
-        initialization_timeout=config.distributed_timeout_seconds,
-        heartbeat_timeout_seconds=min(100, config.distributed_timeout_seconds),
-    )
+    timeout = config.distributed_timeout_seconds
+    try:
+        with _errors_raise_instead_of_abort():
+            jax.distributed.initialize(
+                coordinator_address=config.coordinator_address or None,
+                num_processes=config.num_processes or None,
+                process_id=config.process_id if config.process_id >= 0 else None,
+                initialization_timeout=timeout,
+                heartbeat_timeout_seconds=min(100, timeout),
+            )
+    except (ValueError, TypeError) as e:  # Nothing named (or detected) the coordinator.
+        raise ConfigError(
+            f"distributed = true, but {str(e).rstrip('.')} and none was detected: give every "
+            "process --config.coordinator_address=HOST:PORT --config.num_processes=N "
+            "--config.process_id=I (auto-detection works on TPU VMs, SLURM and Open MPI)."
+        ) from None
+    except RuntimeError as e:
+        if "must be called before" in str(e):
+            raise
+        _forget_failed_client()
+        raise UserError(
+            f"Could not join the distributed run at {config.coordinator_address or 'the detected coordinator'} "
+            f"within distributed_timeout_seconds = {timeout}: the coordinator (process 0) is not "
+            "reachable, or not every process started. Start all num_processes processes with the "
+            "same command (or raise distributed_timeout_seconds)."
+        ) from None
+
+
+@contextlib.contextmanager
+def _errors_raise_instead_of_abort():
+    """While joining, gives JAX's distributed client an error callback: a failed connection then
+    raises in Python instead of the client's default, terminating the process (SIGABRT)."""
+    try:
+        from jax._src import distributed as jax_distributed
+
+        create = jax_distributed._jax.get_distributed_runtime_client
+        supported = "missed_heartbeat_callback" in (create.__doc__ or "")
+    except (ImportError, AttributeError):
+        supported = False
+    if not supported:
+        yield
+        return
+
+    def with_callback(*args, **kwargs):
+        kwargs.setdefault("missed_heartbeat_callback", lambda *status: None)
+        return create(*args, **kwargs)
+
+    jax_distributed._jax.get_distributed_runtime_client = with_callback
+    try:
+        yield
+    finally:
+        jax_distributed._jax.get_distributed_runtime_client = create
+
+
+def _forget_failed_client() -> None:
+    """Drops a client (and service) that failed to connect, so exiting does not shut it down
+    again (which raises and prints a traceback at exit)."""
+    try:
+        from jax._src import distributed as jax_distributed
+
+        state = jax_distributed.global_state
+        state.client = None
+        if state.service is not None:
+            with contextlib.suppress(Exception):
+                state.service.shutdown()
+            state.service = None
+    except (ImportError, AttributeError):
+        pass
 
 
 def make_mesh() -> Mesh:

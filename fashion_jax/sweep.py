@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 
 from fashion_jax import config as config_lib
-from fashion_jax import run
+from fashion_jax import run, sharding
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import UserError
-from fashion_jax.preemption import Preempted
 
 SWEEP_FILE = "sweep.json"
 
@@ -45,10 +44,12 @@ def finished(workdir: Path, config) -> dict | None:
     """The summary of a finished run of `config` in `workdir`, else None."""
     try:
         summary = json.loads((workdir / workdir_lib.SUMMARY).read_text())
-        same = config_lib.same(workdir_lib.load_config(workdir), config)
+        # The keys that define the training must match; the others (RESUMABLE_KEYS: logging,
+        # checkpoints, data location, ...) may differ without making the run another run.
+        config_lib.check_resume(workdir_lib.load_config(workdir), config, workdir)
     except (OSError, ValueError, UserError):
         return None
-    return summary if same and summary.get("epochs") == config.num_epochs else None
+    return summary if summary.get("epochs") == config.num_epochs else None
 
 
 def run_seed(config, workdir: Path) -> dict:
@@ -100,27 +101,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, help="the experiment's folder (its config.py)")
     parser.add_argument("--seeds", default="0,1,2", help="e.g. 0,1,2 or 0-4 (default 0,1,2)")
     parser.add_argument("--config", default=None, help="config file (default: WORKDIR/config.py)")
-    try:
+    rows = []
+    where: dict[str, str] = {}
+
+    def body() -> int:
         flags, overrides = run.split_overrides(argv)
         args = parser.parse_args(flags)
         seeds = parse_seeds(args.seeds)
         base = run.resolve_config(args.workdir, args.config, overrides)
-        rows = []
+        workdir_lib.check_kinds([Path(args.workdir) / SWEEP_FILE])
+        sharding.initialize_distributed(base)
         for seed in seeds:
             config = config_lib.validate(config_lib.apply_overrides(base, {"seed": str(seed)}))
             print(f"--- seed {seed}", flush=True)
-            rows.append(run_seed(config, Path(args.workdir) / f"seed_{seed}"))
-    except Preempted as p:
-        print(f"\nstopped by signal {p.signum}: rerun the same command to resume.", file=sys.stderr)
-        return 128 + p.signum
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
+            where["workdir"] = str(Path(args.workdir) / f"seed_{seed}")
+            rows.append(run_seed(config, Path(where["workdir"])))
+        where["sweep"] = args.workdir
+        return 0
+
+    status = run.guarded(body, f"python -m fashion_jax.sweep {' '.join(argv)}", where)
+    if status:
+        return status
     text = table(rows)
     print(text)
     m, s = mean_std(r["test_accuracy"] for r in rows)
     wm, ws = mean_std(r["wall_seconds"] for r in rows)
-    (Path(args.workdir) / SWEEP_FILE).write_text(
+    (Path(where["sweep"]) / SWEEP_FILE).write_text(
         json.dumps(
             {
                 "seeds": rows,

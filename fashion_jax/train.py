@@ -29,7 +29,7 @@ from fashion_jax import metrics as metrics_lib
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
 from fashion_jax.evaluate import Evaluator
-from fashion_jax.preemption import StopFlag
+from fashion_jax.preemption import Preempted, StopFlag
 
 
 @dataclasses.dataclass
@@ -147,6 +147,7 @@ class Run:
             workdir, config.keep_checkpoints, config_lib.state_structure(config)
         )
         self.writer = metrics_lib.Writer(workdir, self.is_main)
+        self.workdir_identity = workdir_lib.identity(workdir)
 
     def fetch_window(self, window, loop: LoopState, step: int) -> None:
         """Copies the device window into `loop`; raises NonFiniteLossError if a step diverged."""
@@ -166,12 +167,14 @@ class Run:
         self, state, window, loop: LoopState, step: int, best: dict | None = None, wait=False
     ) -> None:
         """Saves `state` and the loop at `step` (asynchronously unless `wait`)."""
+        workdir_lib.check_unmoved(self.workdir, self.workdir_identity)
         self.fetch_window(window, loop, step)
         if not bool(jax.device_get(checkpoints.all_finite(state).addressable_data(0))):
             raise NonFiniteLossError(
                 f"The train state holds NaN or inf at step {step}; it was not saved."
             )
-        self.ckpt.save(step, state, {"loop": dataclasses.asdict(loop)}, metrics=best)
+        meta = {"loop": dataclasses.asdict(loop), "total_steps": self.total_steps}
+        self.ckpt.save(step, state, meta, metrics=best)
         if wait:
             self.ckpt.wait()
 
@@ -195,6 +198,7 @@ class Run:
         """Closes the metric window at `step` (started at perf_counter `since`): one "train" record,
         the progress bar's numbers. Waits for the window's steps to finish first."""
         self.fetch_window(window, loop, step)
+        workdir_lib.check_unmoved(self.workdir, self.workdir_identity)
         seconds = time.perf_counter() - since
         loss, accuracy = loop.close_window()
         ips = images / max(seconds, 1e-9)
@@ -288,6 +292,8 @@ def train_and_evaluate(
     dataset "memory". Raises UserError subclasses for bad input (NonFiniteLossError for a
     diverged run) and preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
     """
+    # Callers of the Python API get the command line's checks: keys, types, ranges.
+    config = config_lib.validate(config_lib.check_schema(config))
     if data is not None:
         data_lib.from_arrays(data)  # Bad arrays are refused before anything is written.
         config = config_lib.apply_overrides(config, {"dataset": data_lib.MEMORY})
@@ -296,7 +302,12 @@ def train_and_evaluate(
     is_main = jax.process_index() == 0
     sharding.check_batch_size("batch_size", config.batch_size, mesh)
     workdir_lib.create(workdir)
-    with workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext():
+    # Signals from here on only ask for a stop (seen before training starts, or at the next
+    # step boundary): Ctrl-C during the first compilation interrupts no XLA thread midway.
+    with (
+        workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext(),
+        StopFlag() as early_stop,
+    ):
         workdir_lib.check_previous(workdir, config, restart, is_main)
         splits, info = data_lib.load_data(config, data)
         steps_per_epoch = len(splits["train"].labels) // config.batch_size
@@ -308,10 +319,12 @@ def train_and_evaluate(
         run = Run(config, workdir, mesh, splits, info, steps_per_epoch * config.num_epochs)
         try:
             state, loop = run.restore_or_init()
+            if early_stop.requested(sync_point=True):
+                raise Preempted(early_stop.signum, int(state.step), saved=False)
             if is_main:  # Only once the config is known to work with the data and the checkpoint.
                 (workdir / workdir_lib.CONFIG_JSON).write_text(config_lib.to_json(config) + "\n")
                 workdir_lib.write_dataset_info(workdir, info)
-            state, loop = _train(run, state, loop)
+            state, loop = _train(run, state, loop, early_stop)
         finally:
             run.ckpt.close()
         summary = metrics_lib.summary(run, int(state.step), loop.train_seconds)
@@ -322,7 +335,7 @@ def train_and_evaluate(
     return summary
 
 
-def _train(run: Run, state, loop: LoopState):
+def _train(run: Run, state, loop: LoopState, stop: StopFlag | None = None):
     """The epochs, from wherever `state` stands. Returns the final (state, loop)."""
     config, spe = run.config, run.steps_per_epoch
     step = int(state.step)
@@ -336,7 +349,7 @@ def _train(run: Run, state, loop: LoopState):
             f"{run.costs['params']:,} parameters, {metrics_lib.mega(run.costs['forward_flops'])} MFLOP per image forward.",
             flush=True,
         )
-    with StopFlag() as stop:
+    with contextlib.nullcontext(stop) if stop is not None else StopFlag() as stop:
         for epoch in range(step // spe, config.num_epochs):
             t_epoch = time.perf_counter()
             state, window, step = train_epoch(run, state, window, loop, epoch, step, stop)

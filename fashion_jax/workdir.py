@@ -56,6 +56,35 @@ OUTPUTS = (
     PREDICTIONS,
 )
 FOLDERS = (CHECKPOINTS, INVALID_CHECKPOINTS, PLOTS, TENSORBOARD, PREDICTIONS)
+# Every file the runner and the report write, relative to the workdir (predictions are named per
+# image; `check_kinds` takes those too). Each must be a file, or absent, before anything is written.
+PLOT_FILES = tuple(
+    f"{PLOTS}/{name}"
+    for name in (
+        "curves.png",
+        "confusion_matrix.png",
+        "confusion_matrix.json",
+        "per_class_accuracy.png",
+        "samples.png",
+    )
+)
+FILES = (CONFIG_JSON, METRICS, SUMMARY, REPORT, LOCK, *PLOT_FILES)
+
+
+def check_kinds(files=(), folders=(), fix: str = "Move it away and rerun.") -> None:
+    """Raises UserError if a path in `files` exists but is not a file (a folder, say), or a path in
+    `folders` exists but is not a folder: the one check of every path fashion_jax writes."""
+    for path in map(Path, files):
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path} is a folder, but a file is written there. {fix}")
+    for path in map(Path, folders):
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{path} is a file, but the runner writes a folder there. {fix}")
+
+
+def check_outputs(workdir: Path, fix: str = "Move it away and rerun.") -> None:
+    """`check_kinds` for every output path of a run in `workdir` (see FILES and FOLDERS)."""
+    check_kinds([workdir / name for name in FILES], [workdir / name for name in FOLDERS], fix=fix)
 
 
 def check_path(workdir: str | os.PathLike) -> Path:
@@ -64,7 +93,26 @@ def check_path(workdir: str | os.PathLike) -> Path:
         raise UserError(
             "--workdir is empty. Give the run's folder, e.g. --workdir experiments/base."
         )
-    return Path(workdir)
+    path = Path(workdir)
+    if path.parts and path.parts[0].startswith("~"):
+        raise UserError(
+            f"--workdir {workdir} starts with '~', which the shell leaves as is after '=': write "
+            f"--workdir {workdir} (with a space) or use $HOME, so it does not make a folder named "
+            f"'{path.parts[0]}'."
+        )
+    if set("[]") & set(str(path.absolute())):
+        raise UserError(
+            f"--workdir {path.absolute()} contains '[' or ']': Orbax reads checkpoint paths as glob "
+            "patterns, so checkpoints saved there could not be read back. Choose a path without "
+            "brackets."
+        )
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise UserError(
+                f"--workdir: the name '{part[:40]}...' is {len(os.fsencode(part))} bytes long; file "
+                "systems allow at most 255 bytes per name. Choose a shorter name."
+            )
+    return path
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -137,7 +185,14 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
     file, or a previous run whose config differs in a key that defines the training (see
     `config.check_resume`). With `restart`, the previous outputs move to `backup-<time>/`.
     """
-    present = [name for name in OUTPUTS if (workdir / name).exists()]
+    # An empty folder holds no run: the runner makes checkpoints/ a moment before it writes
+    # config.json, and an interruption in between must leave a workdir the rerun accepts.
+    present = [
+        name
+        for name in OUTPUTS
+        if (workdir / name).exists()
+        and not ((workdir / name).is_dir() and not any((workdir / name).iterdir()))
+    ]
     if restart and present:
         if is_main:
             backup = workdir / time.strftime("backup-%Y%m%d-%H%M%S")
@@ -146,12 +201,9 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
                 shutil.move(str(workdir / name), str(backup / name))
             print(f"--restart: moved {', '.join(present)} to {backup}", flush=True)
         return
-    for name in FOLDERS:
-        if (workdir / name).exists() and not (workdir / name).is_dir():
-            raise UserError(
-                f"{workdir / name} is a file, but the runner writes a folder there. "
-                "Move it away, or pass --restart to move the old outputs to a backup folder."
-            )
+    check_outputs(
+        workdir, "Move it away, or pass --restart to move the old outputs to a backup folder."
+    )
     if not present:
         return
     if not (workdir / CONFIG_JSON).is_file():
@@ -167,6 +219,26 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
             "or --restart to move the old files aside."
         ) from None
     config_lib.check_resume(previous, config, workdir)
+
+
+def identity(workdir: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder `workdir` names now, or None if it names nothing."""
+    try:
+        st = os.stat(workdir)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_unmoved(workdir: Path, expected: tuple[int, int] | None) -> None:
+    """Raises UserError if `workdir` no longer names the folder a run started in (`identity` then):
+    deleted, moved or renamed mid-run. Writing on would split the run between two folders."""
+    if identity(workdir) != expected:
+        raise UserError(
+            f"{workdir} was deleted, moved or renamed while this run trained in it; the run "
+            "stopped so it does not continue in two places. Put the folder back (or give its new "
+            "path as --workdir) and rerun the same command: it resumes from its last checkpoint."
+        )
 
 
 class Lock:
@@ -185,6 +257,7 @@ class Lock:
         import fcntl
         import socket
 
+        check_kinds([self.path])
         f = open(self.path, "a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -70,6 +70,16 @@ def replace_by_file(relative: str):
     return setup
 
 
+def replace_by_folder(relative: str):
+    def setup(w: Path, tmp: Path):
+        path = (w if not relative.startswith("@") else tmp) / relative.lstrip("@")
+        if path.is_file():
+            path.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+
+    return setup
+
+
 def hold_lock(w: Path, tmp: Path):
     from fashion_jax.workdir import Lock
 
@@ -139,6 +149,18 @@ CASES = [
         ("warmup_epochs = 5.0 is longer than num_epochs = 2",),
     ),
     Case(
+        "cosine warm-up fills the run",
+        "run",
+        "--workdir {w} {data} --config.schedule=cosine --config.warmup_epochs=2",
+        ("warmup_epochs = 2.0 fills the whole run",),
+    ),
+    Case(
+        "one-cycle warm-up rounds to the whole run",
+        "run",
+        "--workdir {w} {data} --config.schedule=onecycle --config.warmup_epochs=1.99",
+        ("fills the whole run", "leave none of the run's 40"),
+    ),
+    Case(
         "validation takes every example",
         "run",
         "--workdir {w} {data} --config.validation_examples=640",
@@ -155,6 +177,17 @@ CASES = [
         "run",
         "--workdir {w} {data} --config {tmp}/nope.py",
         ("does not exist",),
+    ),
+    Case(
+        "config file not ending in .py runs as Python",
+        "run",
+        "--workdir {w} {data} --config {tmp}/exp.cfg",
+        ("exp.cfg: Unknown config key 'batchsize'",),
+        setup=write(
+            "@exp.cfg",
+            "from fashion_jax.config import get_config as defaults\n"
+            "def get_config():\n    c = defaults()\n    c.batchsize = 8\n    return c\n",
+        ),
     ),
     Case(
         "config file with a syntax error",
@@ -301,6 +334,24 @@ CASES = [
     # The workdir.
     Case("empty workdir path", "run", "--workdir= {data}", ("--workdir is empty",)),
     Case(
+        "workdir with an unexpanded ~",
+        "run",
+        "--workdir=~/fashion_jax_runs/x {data} --config.batch_size=0",
+        ("starts with '~'", "$HOME"),
+    ),
+    Case(
+        "workdir name longer than 255 bytes",
+        "run",
+        "--workdir {tmp}/" + "x" * 300 + " {data}",
+        ("300 bytes long", "at most 255"),
+    ),
+    Case(
+        "workdir path with brackets",
+        "run",
+        "--workdir {tmp}/run[1] {data}",
+        ("contains '[' or ']'",),
+    ),
+    Case(
         "workdir is a file",
         "run",
         "--workdir {tmp}/f {data}",
@@ -326,6 +377,44 @@ CASES = [
         "--workdir {w} {data}",
         ("checkpoints is a file",),
         setup=write("checkpoints", "x"),
+    ),
+    Case(
+        "summary.json is a folder",
+        "run",
+        "--workdir {w} {data}",
+        ("summary.json is a folder",),
+        setup=replace_by_folder("summary.json"),
+        trained=True,
+    ),
+    Case(
+        "metrics.jsonl is a folder",
+        "run",
+        "--workdir {w} {data}",
+        ("metrics.jsonl is a folder",),
+        setup=replace_by_folder("metrics.jsonl"),
+        trained=True,
+    ),
+    Case(
+        ".lock is a folder",
+        "run",
+        "--workdir {w} {data}",
+        (".lock is a folder",),
+        setup=replace_by_folder(".lock"),
+    ),
+    Case(
+        "report.md is a folder",
+        "run",
+        "--workdir {w} {data}",
+        ("report.md is a folder",),
+        setup=replace_by_folder("report.md"),
+        trained=True,
+    ),
+    Case(
+        "sweep.json is a folder",
+        "sweep",
+        "--workdir {w} --seeds 0 {data}",
+        ("sweep.json is a folder",),
+        setup=replace_by_folder("sweep.json"),
     ),
     Case(
         "garbage config.json",
@@ -394,6 +483,20 @@ CASES = [
         ("idx",),
         setup=lambda w, tmp: truncated_idx(tmp / "idx"),
     ),
+    Case(
+        "data_dir is a file",
+        "run",
+        "--workdir {w} --config.data_dir={tmp}/f --config.idx_dir={tmp}/idx --config.download=false",
+        ("data_dir", "is a file, not a folder"),
+        setup=write("@f", "x"),
+    ),
+    Case(
+        "IDX file with a valid header and no items",
+        "run",
+        "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
+        ("train-images-idx3-ubyte.gz holds no examples",),
+        setup=lambda w, tmp: empty_idx(tmp / "idx"),
+    ),
     # predict.
     Case("predict without a run", "predict", "--workdir {w}", ("has no config.json",)),
     Case(
@@ -442,6 +545,28 @@ CASES = [
         trained=True,
     ),
     Case(
+        "a prediction figure is a folder",
+        "predict",
+        "--workdir {w} --index 3",
+        ("test_3.png is a folder",),
+        setup=replace_by_folder("predictions/test_3.png"),
+        trained=True,
+    ),
+    Case(
+        "predict --output with several indices",
+        "predict",
+        "--workdir {w} --index 1 --index 2 --output {tmp}/p.png",
+        ("--output names one figure, but this call draws 2",),
+        trained=True,
+    ),
+    Case(
+        "predict --output with an index and an image file",
+        "predict",
+        "--workdir {w} --index 1 --output {tmp}/p.png {tmp}/a.png",
+        ("--output names one figure, but this call draws 2",),
+        trained=True,
+    ),
+    Case(
         "predictions is a file",
         "predict",
         "--workdir {w}",
@@ -467,6 +592,22 @@ CASES = [
         trained=True,
     ),
     Case(
+        "a plot is a folder",
+        "report",
+        "--workdir {w}",
+        ("curves.png is a folder",),
+        setup=replace_by_folder("plots/curves.png"),
+        trained=True,
+    ),
+    Case(
+        "report.md is a folder for the report",
+        "report",
+        "--workdir {w}",
+        ("report.md is a folder",),
+        setup=replace_by_folder("report.md"),
+        trained=True,
+    ),
+    Case(
         "plots is a file",
         "report",
         "--workdir {w}",
@@ -482,6 +623,12 @@ CASES = [
         setup=lambda w, tmp: None,
     ),
 ]
+
+
+def empty_idx(folder: Path):
+    from conftest import write_idx
+
+    write_idx(folder, train_n=0, test_n=16)
 
 
 def truncated_idx(folder: Path):
@@ -514,7 +661,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
 def test_bad_input_gives_one_clean_error_and_loses_nothing(
     case, tmp_path, tiny_idx, tiny_tfds, capsys, request
 ):
-    from fashion_jax import predict, report, run
+    from fashion_jax import predict, report, run, sweep
 
     w, tmp = tmp_path / "w", tmp_path / "scratch"
     tmp.mkdir()
@@ -528,7 +675,12 @@ def test_bad_input_gives_one_clean_error_and_loses_nothing(
     argv = case.args.format(w=w, tmp=tmp, data=data).split()
     capsys.readouterr()
     try:
-        status = {"run": run.main, "predict": predict.main, "report": report.main}[case.tool](argv)
+        status = {
+            "run": run.main,
+            "predict": predict.main,
+            "report": report.main,
+            "sweep": sweep.main,
+        }[case.tool](argv)
     finally:
         while HELD:
             HELD.pop().__exit__(None, None, None)
@@ -543,8 +695,24 @@ def test_bad_input_gives_one_clean_error_and_loses_nothing(
 
 
 def test_every_kind_of_input_has_cases():
-    assert {c.tool for c in CASES} == {"run", "predict", "report"}
+    assert {c.tool for c in CASES} == {"run", "predict", "report", "sweep"}
     assert len(CASES) >= 45
+
+
+def test_every_file_a_run_writes_is_checked_before_writing(trained_run):
+    """workdir.FILES/FOLDERS name every output of a run and its report (their kinds are checked)."""
+    from fashion_jax import workdir
+
+    top = {p.relative_to(trained_run).parts[0] for p in trained_run.iterdir()}
+    files = {
+        str(p.relative_to(trained_run))
+        for p in trained_run.rglob("*")
+        if p.is_file()
+        and p.relative_to(trained_run).parts[0] not in workdir.FOLDERS[:2] + (workdir.TENSORBOARD,)
+    }
+    assert top <= set(workdir.FILES) | set(workdir.FOLDERS), top
+    assert files <= set(workdir.FILES), files - set(workdir.FILES)
+    assert len(files) >= 9  # config.json, metrics.jsonl, summary.json, report.md, .lock, 5 plots.
 
 
 def test_a_full_disk_during_training_is_one_error_line(
