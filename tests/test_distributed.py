@@ -1,10 +1,10 @@
 """Data parallelism on simulated CPU devices and real multi-process runs on localhost."""
 
+import importlib.util
 import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +12,14 @@ import pytest
 from conftest import ROOT, assert_clean_error, requires_real_data, run_module, runner_args
 
 pytestmark = pytest.mark.slow
+
+# The runner's command line, built by the one helper the benchmark drivers use too.
+_spec = importlib.util.spec_from_file_location(
+    "benchmarks_common", ROOT / "benchmarks" / "common.py"
+)
+_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bench)
+runner_command = _bench.runner_command
 
 
 def devices_env(n):
@@ -82,19 +90,13 @@ def start_processes(workdir, args, n=2, devices_each=2, extra=()):
     }
     procs = []
     for pid in range(n):
-        cmd = [
-            sys.executable,
-            "-m",
-            "fashion_jax.run",
-            "--workdir",
-            str(workdir),
-            *args,
-            "--config.distributed=true",
-            f"--config.coordinator_address=localhost:{port}",
-            f"--config.num_processes={n}",
-            f"--config.process_id={pid}",
-            *extra,
-        ]
+        cluster = {
+            "distributed": "true",
+            "coordinator_address": f"localhost:{port}",
+            "num_processes": n,
+            "process_id": pid,
+        }
+        cmd = runner_command(workdir, *args, overrides=cluster) + list(extra)
         procs.append(
             subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
