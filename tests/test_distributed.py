@@ -180,40 +180,24 @@ def test_two_processes_of_two_devices_at_a_realistic_length(tmp_path):
 
 def test_resume_across_device_counts(tmp_path, args, one_device):
     workdir = tmp_path / "w"
-    run_module(
-        "fashion_jax.run",
-        "--workdir",
-        workdir,
-        *args,
-        "--config.num_epochs=1",
-        env=devices_env(8),
-        check=True,
-    )
-    proc = run_module(
-        "fashion_jax.run",
-        "--workdir",
-        workdir,
-        *args,
-        "--config.num_epochs=2",
-        env=devices_env(1),
-        check=True,
-    )
-    assert (
-        "Resuming from the checkpoint at step 20" in proc.stdout
-        and "over 1 device(s)" in proc.stdout
-    )
+
+    def train(epochs, devices):
+        return run_module(
+            "fashion_jax.run",
+            "--workdir",
+            workdir,
+            *args,
+            f"--config.num_epochs={epochs}",
+            env=devices_env(devices),
+            check=True,
+        )
+
+    train(1, 8)
+    proc = train(2, 1)
+    assert "Resuming from the checkpoint at step 20" in proc.stdout
+    assert "over 1 device(s)" in proc.stdout
     assert_close_runs(workdir, one_device)
-    proc = run_module(
-        "fashion_jax.run",
-        "--workdir",
-        workdir,
-        *args,
-        "--config.num_epochs=3",
-        env=devices_env(8),
-        check=True,
-    )
-    assert (
-        "Resuming from the checkpoint at step 40" in proc.stdout
-        and "over 8 device(s)" in proc.stdout
-    )
+    proc = train(3, 8)
+    assert "Resuming from the checkpoint at step 40" in proc.stdout
+    assert "over 8 device(s)" in proc.stdout
     assert [r["step"] for r in evals(workdir)] == [20, 40, 60]
