@@ -1,4 +1,9 @@
-"""Shared benchmark helpers: machine description, launching timed subprocesses, recording results."""
+"""Shared benchmark helpers: machine description, the runner's and Keras' command lines, launching
+timed subprocesses, recording results, Markdown tables.
+
+Importing this module does not import fashion_jax (whose import sets XLA_FLAGS for its process and
+children): the drivers start the runner and Keras as fresh processes.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.jsonl"
+KERAS_PEER = ROOT / "benchmarks" / "keras_peer.py"
 
 
 def machine() -> dict:
@@ -103,23 +109,62 @@ def run_timed(cmd: list[str], metrics_file: Path | None = None, env: dict | None
     return records, rusage.ru_maxrss / 1024, wall, code
 
 
+def runner_command(
+    workdir: str | Path,
+    *flags: str,
+    config: str | Path | None = None,
+    overrides: dict | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """argv of `python -m fashion_jax.run --workdir W [--config FILE] [flags...] [--config.KEY=VALUE
+    ...]` (override values are written with `str`: give booleans as "false"/"true")."""
+    argv = [python, "-m", "fashion_jax.run", "--workdir", str(workdir)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    argv += [str(f) for f in flags]
+    return argv + [f"--config.{key}={value}" for key, value in (overrides or {}).items()]
+
+
+def run_keras(epochs: int = 10) -> tuple[list[dict], float, float]:
+    """Runs the tutorial's Keras code (keras_peer.py) for `epochs`; returns (its per-epoch records
+    with "t", peak RSS in MB, wall seconds). Exits the driver when the Keras run fails."""
+    records, rss, wall, code = run_timed([sys.executable, str(KERAS_PEER), "--epochs", str(epochs)])
+    if code != 0:
+        raise SystemExit(f"the Keras run failed (exit {code})")
+    return records, rss, wall
+
+
 def first_time_reaching(records: list[dict], threshold: float) -> float | None:
+    """The "t" of the first record whose test_accuracy reaches `threshold`, or None."""
     for r in records:
         if r["test_accuracy"] >= threshold:
             return r["t"]
     return None
 
 
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if v < 1 else f"{v:.1f}"
+    return str(v)
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
-    """A Markdown table of `rows` restricted to `columns`."""
+    """A Markdown table of `rows` restricted to `columns` (None as "-"; floats below 1 with four
+    decimals, others with one)."""
+    return _formatting().table(columns, [[_cell(r.get(c)) for c in columns] for r in rows])
 
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4f}" if v < 1 else f"{v:.1f}"
-        return str(v)
 
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(out)
+def _formatting():
+    """fashion_jax/formatting.py (the package's one table formatter), loaded from its file: it
+    imports nothing, while `import fashion_jax.formatting` would run the package's __init__."""
+    import importlib.util
+
+    if "_fashion_jax_formatting" not in sys.modules:
+        path = ROOT / "fashion_jax" / "formatting.py"
+        spec = importlib.util.spec_from_file_location("_fashion_jax_formatting", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["_fashion_jax_formatting"] = module
+    return sys.modules["_fashion_jax_formatting"]

@@ -21,18 +21,14 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, record, run_timed, table  # noqa: E402
+from common import ROOT, record, run_keras, run_timed, runner_command, table  # noqa: E402
 
 FIGURE = ROOT / "docs" / "figures" / "frontier.png"
 TARGETS = {"base": 0.90, "fast": 0.90, "frontier_093": 0.93, "frontier_094": 0.94, "best": 0.95}
 
 
-def run_keras(epochs: int = 10) -> dict:
-    records, rss, wall, code = run_timed(
-        [sys.executable, "benchmarks/keras_peer.py", "--epochs", str(epochs)]
-    )
-    if code != 0:
-        raise SystemExit("the Keras run failed")
+def keras_row(epochs: int = 10) -> dict:
+    records, rss, wall = run_keras(epochs)
     return {
         "system": "keras tutorial",
         "seed": None,
@@ -47,17 +43,9 @@ def run_recipe(recipe: str, seed: int) -> dict:
     config = ROOT / "experiments" / recipe / "config.py"
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / recipe
-        cmd = [
-            sys.executable,
-            "-m",
-            "fashion_jax.run",
-            "--workdir",
-            str(workdir),
-            "--config",
-            str(config),
-            f"--config.seed={seed}",
-            "--config.progress_bar=false",
-        ]
+        cmd = runner_command(
+            workdir, config=config, overrides={"seed": seed, "progress_bar": "false"}
+        )
         _, rss, wall, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl")
         if code != 0:
             raise SystemExit(f"fashion_jax {recipe} (seed {seed}) failed")
@@ -150,7 +138,7 @@ def main() -> None:
     rows = []
     for i, seed in enumerate(seeds):
         if i < keras_runs:
-            rows.append(run_keras())
+            rows.append(keras_row())
             print(table(rows[-1:], ["system", "test_accuracy", "wall_s"]), flush=True)
         for recipe in recipes:
             rows.append(run_recipe(recipe, seed))
@@ -159,7 +147,7 @@ def main() -> None:
                 flush=True,
             )
     for _ in range(len(seeds), keras_runs):
-        rows.append(run_keras())
+        rows.append(keras_row())
     summary = summarize(rows)
     columns = [
         "system",

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import record, run_timed, table  # noqa: E402
+from common import record, run_timed, runner_command, table  # noqa: E402
 
 
 def main():
@@ -28,21 +28,17 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp) / "w"
             lr = 1e-3 * (batch / 64) ** 0.5  # Square-root scaling; accuracy is not the point here.
-            records, rss, wall, code = run_timed(
-                [
-                    sys.executable,
-                    "-m",
-                    "fashion_jax.run",
-                    "--workdir",
-                    str(workdir),
-                    f"--config.model={args.model}",
-                    f"--config.batch_size={batch}",
-                    f"--config.learning_rate={lr}",
-                    f"--config.num_epochs={args.epochs}",
-                    "--config.progress_bar=false",
-                ],
-                metrics_file=workdir / "metrics.jsonl",
+            cmd = runner_command(
+                workdir,
+                overrides={
+                    "model": args.model,
+                    "batch_size": batch,
+                    "learning_rate": lr,
+                    "num_epochs": args.epochs,
+                    "progress_bar": "false",
+                },
             )
+            records, rss, wall, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl")
             assert code == 0
             summary = json.loads((workdir / "summary.json").read_text())
         steady = records[-1]

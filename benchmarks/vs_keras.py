@@ -10,13 +10,22 @@ final test accuracy and peak resident memory; then our/Keras ratios. Appends to 
 """
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, first_time_reaching, record, run_timed, table  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    first_time_reaching,
+    record,
+    run_keras,
+    run_timed,
+    runner_command,
+    table,
+)
 
 COLUMNS = [
     "system",
@@ -46,11 +55,8 @@ def summarize(name, records, rss, batch, n_train=60000):
     }
 
 
-def run_keras(epochs):
-    records, rss, _, code = run_timed(
-        [sys.executable, "benchmarks/keras_peer.py", "--epochs", str(epochs)]
-    )
-    assert code == 0, "keras run failed"
+def keras_row(epochs):
+    records, rss, _ = run_keras(epochs)
     return summarize("keras (tutorial)", records, rss, 64)
 
 
@@ -58,22 +64,10 @@ def run_ours(recipe, epochs):
     config = ROOT / "experiments" / recipe / "config.py"
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / recipe
-        cmd = [
-            sys.executable,
-            "-m",
-            "fashion_jax.run",
-            "--workdir",
-            str(workdir),
-            "--config",
-            str(config),
-            "--config.progress_bar=false",
-        ]
-        if epochs:
-            cmd.append(f"--config.num_epochs={epochs}")
+        overrides = {"progress_bar": "false", **({"num_epochs": epochs} if epochs else {})}
+        cmd = runner_command(workdir, config=config, overrides=overrides)
         records, rss, _, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl")
         assert code == 0, f"fashion_jax {recipe} failed"
-        import json
-
         batch = json.loads((workdir / "config.json").read_text())["batch_size"]
     return summarize(f"fashion_jax {recipe}", records, rss, batch)
 
@@ -88,7 +82,7 @@ def main():
     args = parser.parse_args()
     rows = []
     for _ in range(args.rounds):
-        rows.append(run_keras(args.epochs))
+        rows.append(keras_row(args.epochs))
         print(table(rows[-1:], COLUMNS), flush=True)
         for recipe in args.recipes.split(","):
             rows.append(run_ours(recipe, args.epochs if recipe == "base" else 0))

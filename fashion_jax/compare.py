@@ -6,7 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from fashion_jax import metrics, plots
-from fashion_jax.report import DEFAULT_COMPARISON, ReportError, _check_workdir, _num, _read_json
+from fashion_jax import workdir as workdir_lib
+from fashion_jax.errors import ReportError
+from fashion_jax.formatting import number, table
+
+DEFAULT_COMPARISON = "comparison.png"
 
 
 def _label(workdirs: list[Path]) -> list[str]:
@@ -17,7 +21,7 @@ def _label(workdirs: list[Path]) -> list[str]:
 def _run_row(workdir: Path, name: str) -> dict[str, Any]:
     records = metrics.read(workdir)
     evals = [r for r in records if r["type"] == "eval" and "test_accuracy" in r]
-    summary = _read_json(workdir / "summary.json")
+    summary = workdir_lib.read_json(workdir / workdir_lib.SUMMARY)
     if summary and summary.get("train_seconds") is not None:
         seconds = summary["train_seconds"]
     else:
@@ -36,16 +40,24 @@ def _run_row(workdir: Path, name: str) -> dict[str, Any]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of `compare_rows` output (unfinished runs are marked with *)."""
+    header = ["workdir", "epochs", "best test acc", "final test acc", "final test loss", "train s"]
     out = [
-        "| workdir | epochs | best test acc | final test acc | final test loss | train s |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        out.append(
-            f"| {r['workdir']}{'' if r['finished'] else ' *'} | {r['epochs']} | "
-            f"{_num(r['best_test_accuracy'])} | {_num(r['final_test_accuracy'])} | "
-            f"{_num(r['final_test_loss'])} | {_num(r['train_seconds'], '{:.1f}')} |"
+        table(
+            header,
+            [
+                [
+                    f"{r['workdir']}{'' if r['finished'] else ' *'}",
+                    r["epochs"],
+                    number(r["best_test_accuracy"]),
+                    number(r["final_test_accuracy"]),
+                    number(r["final_test_loss"]),
+                    number(r["train_seconds"], "{:.1f}"),
+                ]
+                for r in rows
+            ],
+            align="lrrrrr",
         )
+    ]
     if not all(r["finished"] for r in rows):
         out.append("\n\\* no summary.json: the run has not finished (or crashed)")
     return "\n".join(out)
@@ -57,7 +69,7 @@ def compare_rows(workdirs) -> list[dict[str, Any]]:
     missing workdir or one without metrics.jsonl."""
     paths = [Path(w) for w in workdirs]
     for w in paths:
-        _check_workdir(w)
+        workdir_lib.check_exists(w)
         if not (w / "metrics.jsonl").is_file():
             raise ReportError(
                 f"{w} has no metrics.jsonl: nothing to compare. Train it first with "

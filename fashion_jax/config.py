@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.weight_decay = 0.0  # AdamW: decoupled; SGD: L2 added to the gradient.
     c.momentum = 0.9  # SGD only (0: plain SGD).
     c.nesterov = True  # SGD only.
-    c.schedule = "constant"  # "constant", "cosine", "onecycle" or "linear" (see optimizers.py).
+    c.schedule = "constant"  # "constant", "cosine", "onecycle" or "triangular" (see optimizers.py).
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0
     c.ema_decay = 0.0  # > 0: evaluate an exponential moving average of the parameters.
@@ -151,7 +151,8 @@ def state_structure(config) -> dict:
 
 _CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
-    "schedule": ("constant", "cosine", "onecycle", "linear"),
+    # "linear": the deprecated name of "triangular" (optimizers.SCHEDULE_ALIASES).
+    "schedule": ("constant", "cosine", "onecycle", "triangular", "linear"),
     "compute_dtype": ("float32", "bfloat16"),
 }
 

@@ -25,3 +25,7 @@ class CheckpointError(UserError):
 
 class NonFiniteLossError(UserError):
     """Training produced a NaN or infinite loss; the run stopped."""
+
+
+class ReportError(UserError):
+    """A workdir that cannot be reported on or compared (missing, or holding nothing to report)."""

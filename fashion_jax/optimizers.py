@@ -7,6 +7,8 @@ To add an optimizer, add a builder `(config, learning_rate) -> optax.GradientTra
 
 from __future__ import annotations
 
+import warnings
+
 import optax
 
 
@@ -34,7 +36,7 @@ SCHEDULES = {
         total, c.learning_rate, pct_start=max(warmup, 1) / total
     ),
     # Linear up from 0 over the warm-up, then linear down to 0 (airbench's triangular schedule).
-    "linear": lambda c, total, warmup: optax.join_schedules(
+    "triangular": lambda c, total, warmup: optax.join_schedules(
         [
             optax.linear_schedule(0.0, c.learning_rate, max(warmup, 1)),
             optax.linear_schedule(c.learning_rate, 0.0, max(total - warmup, 1)),
@@ -42,6 +44,20 @@ SCHEDULES = {
         [max(warmup, 1)],
     ),
 }
+
+# Old names still accepted, each mapped to the schedule it always meant.
+SCHEDULE_ALIASES = {"linear": "triangular"}
+
+
+def schedule_name(name: str) -> str:
+    """The `SCHEDULES` name for a config's `schedule` (a deprecated alias maps to its new name)."""
+    if name in SCHEDULE_ALIASES:
+        warnings.warn(
+            f"schedule '{name}' is deprecated; it is '{SCHEDULE_ALIASES[name]}' (the same schedule).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    return SCHEDULE_ALIASES.get(name, name)
 
 
 def learning_rate_schedule(config, total_steps: int | None = None) -> optax.Schedule | float:
@@ -60,7 +76,7 @@ def learning_rate_schedule(config, total_steps: int | None = None) -> optax.Sche
             config_lib.WARMUP_FILLS_RUN.format(config=config)
             + f" (its {warmup} warm-up steps leave none of the run's {total_steps})"
         )
-    return SCHEDULES[config.schedule](config, total_steps, warmup)
+    return SCHEDULES[schedule_name(config.schedule)](config, total_steps, warmup)
 
 
 def make_optimizer(config, total_steps: int | None = None) -> optax.GradientTransformation:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,44 +32,19 @@ import numpy as np
 
 from fashion_jax import metrics, plots
 from fashion_jax import workdir as workdir_lib
-from fashion_jax.errors import UserError
+from fashion_jax.compare import DEFAULT_COMPARISON, compare
+from fashion_jax.errors import ReportError, UserError
+from fashion_jax.formatting import number as _num
+from fashion_jax.formatting import table
 
 PLOTS_DIR = workdir_lib.PLOTS
 REPORT_FILE = workdir_lib.REPORT
-DEFAULT_COMPARISON = "comparison.png"
 PREDICT_BATCH = 1000
 NUM_SAMPLES = 36
 
+__all__ = ["DEFAULT_COMPARISON", "ReportError", "compare", "confusion_matrix", "write_report"]
 
-class ReportError(UserError):
-    """A workdir that cannot be reported on (missing, or holding nothing to report)."""
-
-
-# ----------------------------------------------------------------------------- reading a workdir
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _check_workdir(workdir: Path) -> None:
-    if not workdir.exists():
-        raise ReportError(
-            f"--workdir {workdir} does not exist. Give the folder a run wrote "
-            f"(`python -m fashion_jax.run --workdir {workdir}`)."
-        )
-    if not workdir.is_dir():
-        raise ReportError(f"--workdir {workdir} is a file, not a run's folder.")
-
-
-def _num(value, fmt: str = "{:.4f}") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return fmt.format(value)
+_read_json = workdir_lib.read_json
 
 
 def predict_classes(
@@ -89,9 +63,6 @@ def confusion_matrix(
     matrix = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predictions, np.int64)), 1)
     return matrix
-
-
-# ----------------------------------------------------------------------------- the report
 
 
 def _summary_rows(
@@ -171,7 +142,7 @@ def write_report(workdir: str | Path) -> list[Path]:
     lines = [f"# Report: {workdir.resolve().name}", ""]
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     rows = _summary_rows(summary, records, _read_json(workdir / "config.json"))
-    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
+    lines += [table(["", ""], rows), ""]
     if curves:
         lines += ["## Training curves", "", f"![curves]({PLOTS_DIR}/curves.png)", ""]
     if matrix is not None:
@@ -184,7 +155,7 @@ def write_report(workdir: str | Path) -> list[Path]:
 
 def _check_reportable(workdir: Path) -> Path:
     """Raises the report's user errors before anything is written; returns the plots folder."""
-    _check_workdir(workdir)
+    workdir_lib.check_exists(workdir)
     checkpoints = workdir / workdir_lib.CHECKPOINTS
     has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
     workdir_lib.load_config(workdir)  # The one "no run here" error.
@@ -257,18 +228,15 @@ def _per_class_markdown(matrix: np.ndarray, names) -> list[str]:
     """The per-class table and the test-set figures' section of report.md (`names`: the classes')."""
     CLASS_NAMES = names
     totals = matrix.sum(axis=1)
-    lines = [
-        "## Per class",
-        "",
-        "| class | test images | correct | accuracy | most confused with |",
-        "|---|---:|---:|---:|---|",
-    ]
+    rows = []
     for i, name in enumerate(CLASS_NAMES):
         off = matrix[i].copy()
         off[i] = 0
         confused = f"{CLASS_NAMES[int(off.argmax())]} ({int(off.max())})" if off.max() else "-"
         acc = f"{matrix[i, i] / totals[i]:.2%}" if totals[i] else "n/a"
-        lines.append(f"| {name} | {int(totals[i])} | {int(matrix[i, i])} | {acc} | {confused} |")
+        rows.append([name, int(totals[i]), int(matrix[i, i]), acc, confused])
+    header = ["class", "test images", "correct", "accuracy", "most confused with"]
+    lines = ["## Per class", "", table(header, rows, align="lrrrl")]
     return lines + [
         "",
         "## Confusion matrix",
@@ -293,9 +261,6 @@ def _multi_process() -> bool:
     import jax
 
     return jax.process_count() > 1
-
-
-# ----------------------------------------------------------------------------- comparing runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,12 +291,10 @@ def main(argv: list[str] | None = None) -> int:
             if output.suffix.lower() != ".png":
                 raise ReportError(f"--output {output} must end in .png.")
             try:
-                from fashion_jax.compare import compare
-
-                table = compare(args.compare, output)
+                comparison = compare(args.compare, output)
             except OSError as e:
                 raise ReportError(f"Cannot write {output} ({e.strerror or e}).") from None
-            print(table)
+            print(comparison)
             print(output)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)

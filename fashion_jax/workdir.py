@@ -115,6 +115,29 @@ def check_path(workdir: str | os.PathLike) -> Path:
     return path
 
 
+def check_exists(workdir: Path) -> None:
+    """Raises ReportError unless `workdir` is an existing folder (for tools that only read it)."""
+    from fashion_jax.errors import ReportError
+
+    if not workdir.exists():
+        raise ReportError(
+            f"--workdir {workdir} does not exist. Give the folder a run wrote "
+            f"(`python -m fashion_jax.run --workdir {workdir}`)."
+        )
+    if not workdir.is_dir():
+        raise ReportError(f"--workdir {workdir} is a file, not a run's folder.")
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in `path` (e.g. summary.json), or None when it is missing, unreadable or
+    not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The config a run in `workdir` was started with (its config.json), checked against the schema."""
     workdir = check_path(workdir)

@@ -1,10 +1,10 @@
 """Data parallelism on simulated CPU devices and real multi-process runs on localhost."""
 
+import importlib.util
 import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +12,14 @@ import pytest
 from conftest import ROOT, assert_clean_error, requires_real_data, run_module, runner_args
 
 pytestmark = pytest.mark.slow
+
+# The runner's command line, built by the one helper the benchmark drivers use too.
+_spec = importlib.util.spec_from_file_location(
+    "benchmarks_common", ROOT / "benchmarks" / "common.py"
+)
+_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_bench)
+runner_command = _bench.runner_command
 
 
 def devices_env(n):
@@ -82,19 +90,13 @@ def start_processes(workdir, args, n=2, devices_each=2, extra=()):
     }
     procs = []
     for pid in range(n):
-        cmd = [
-            sys.executable,
-            "-m",
-            "fashion_jax.run",
-            "--workdir",
-            str(workdir),
-            *args,
-            "--config.distributed=true",
-            f"--config.coordinator_address=localhost:{port}",
-            f"--config.num_processes={n}",
-            f"--config.process_id={pid}",
-            *extra,
-        ]
+        cluster = {
+            "distributed": "true",
+            "coordinator_address": f"localhost:{port}",
+            "num_processes": n,
+            "process_id": pid,
+        }
+        cmd = runner_command(workdir, *args, overrides=cluster) + list(extra)
         procs.append(
             subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
@@ -178,40 +180,24 @@ def test_two_processes_of_two_devices_at_a_realistic_length(tmp_path):
 
 def test_resume_across_device_counts(tmp_path, args, one_device):
     workdir = tmp_path / "w"
-    run_module(
-        "fashion_jax.run",
-        "--workdir",
-        workdir,
-        *args,
-        "--config.num_epochs=1",
-        env=devices_env(8),
-        check=True,
-    )
-    proc = run_module(
-        "fashion_jax.run",
-        "--workdir",
-        workdir,
-        *args,
-        "--config.num_epochs=2",
-        env=devices_env(1),
-        check=True,
-    )
-    assert (
-        "Resuming from the checkpoint at step 20" in proc.stdout
-        and "over 1 device(s)" in proc.stdout
-    )
+
+    def train(epochs, devices):
+        return run_module(
+            "fashion_jax.run",
+            "--workdir",
+            workdir,
+            *args,
+            f"--config.num_epochs={epochs}",
+            env=devices_env(devices),
+            check=True,
+        )
+
+    train(1, 8)
+    proc = train(2, 1)
+    assert "Resuming from the checkpoint at step 20" in proc.stdout
+    assert "over 1 device(s)" in proc.stdout
     assert_close_runs(workdir, one_device)
-    proc = run_module(
-        "fashion_jax.run",
-        "--workdir",
-        workdir,
-        *args,
-        "--config.num_epochs=3",
-        env=devices_env(8),
-        check=True,
-    )
-    assert (
-        "Resuming from the checkpoint at step 40" in proc.stdout
-        and "over 8 device(s)" in proc.stdout
-    )
+    proc = train(3, 8)
+    assert "Resuming from the checkpoint at step 40" in proc.stdout
+    assert "over 8 device(s)" in proc.stdout
     assert [r["step"] for r in evals(workdir)] == [20, 40, 60]

@@ -157,3 +157,18 @@ def test_each_readme_links_to_the_other(source, target):
             f"{source.name} has no link to {target.name}: add e.g. [{target.name}]({target.name})",
             pytrace=False,
         )
+
+
+def _local_links(markdown: str) -> set[str]:
+    """Targets of Markdown links and images that point into the repository (no URLs, no anchors)."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", markdown)
+    return {t for t in targets if "://" not in t}
+
+
+def test_both_front_pages_link_to_the_same_pages():
+    english = _local_links(README.read_text(encoding="utf-8")) - {TRANSLATION.name}
+    chinese = _local_links(TRANSLATION.read_text(encoding="utf-8")) - {README.name}
+    assert any(t.startswith("docs/") for t in english), "README.md links to no docs/ page"
+    assert english == chinese, (
+        f"only in README.md: {english - chinese}; only in the translation: {chinese - english}"
+    )

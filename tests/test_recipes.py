@@ -163,6 +163,21 @@ def test_schedules_follow_their_formulas():
     assert learning_rate_schedule(config(), None) == 1e-3
 
 
+def test_the_triangular_schedule_and_its_old_name_linear():
+    from fashion_jax.config import validate
+
+    c = config(schedule="triangular", learning_rate=0.1, warmup_epochs=2.0, num_epochs=10)
+    tri = learning_rate_schedule(validate(c), total_steps=1000)  # Up over 200 steps, down over 800.
+    expected = {0: 0.0, 100: 0.05, 200: 0.1, 600: 0.05, 1000: 0.0}
+    assert {t: float(tri(t)) for t in expected} == pytest.approx(expected, abs=1e-7)
+    old = config(schedule="linear", learning_rate=0.1, warmup_epochs=2.0, num_epochs=10)
+    with pytest.warns(DeprecationWarning, match="'linear' is deprecated; it is 'triangular'"):
+        lin = learning_rate_schedule(validate(old), total_steps=1000)
+    assert [float(lin(t)) for t in range(0, 1001, 50)] == [
+        float(tri(t)) for t in range(0, 1001, 50)
+    ]
+
+
 def test_label_smoothing_matches_the_smoothed_targets():
     logits = jax.random.normal(jax.random.key(0), (5, 10))
     labels = jnp.array([0, 3, 9, 2, 2])

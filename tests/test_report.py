@@ -16,6 +16,50 @@ PNGS = ("curves.png", "confusion_matrix.png", "per_class_accuracy.png", "samples
 TEST_N = 200  # conftest.write_idx's default test split.
 
 
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table in `text`: a list of rows (the header first), each a list of cells;
+    the |---| line is checked and dropped."""
+    tables, current = [], None
+    for line in text.splitlines() + [""]:
+        if line.startswith("|") and line.endswith("|"):
+            cells = [c.strip() for c in line[1:-1].split("|")]
+            if current is None:
+                current = [cells]
+            elif not current[1:] and all(re.fullmatch(r"-+:?", c) for c in cells):
+                assert len(cells) == len(current[0]), line
+                current.append(None)  # The separator, dropped below.
+            else:
+                assert len(cells) == len(current[0]), line
+                current.append(cells)
+        elif current is not None:
+            assert current[1:2] == [None], f"a table without its |---| line: {current}"
+            tables.append([current[0], *current[2:]])
+            current = None
+    return tables
+
+
+def report_numbers(text: str) -> tuple[dict[str, str], dict[str, tuple[int, int, float]]]:
+    """report.md's two tables: {summary key: value} and {class: (test images, correct, accuracy)}."""
+    tables = markdown_tables(text)
+    summary = {row[0]: row[1] for row in tables[0][1:]}
+    per_class = {}
+    for t in tables[1:]:
+        if t[0][:4] == ["class", "test images", "correct", "accuracy"]:
+            per_class = {r[0]: (int(r[1]), int(r[2]), float(r[3].rstrip("%")) / 100) for r in t[1:]}
+    return summary, per_class
+
+
+def test_markdown_tables_reads_what_the_formatter_writes():
+    from fashion_jax.formatting import table
+
+    text = "# x\n\n" + table(["a", "b"], [[1, "n/a"], ["c", 2.5]], align="lr") + "\n\ntext"
+    assert markdown_tables(text) == [[["a", "b"], ["1", "n/a"], ["c", "2.5"]]]
+    with pytest.raises(AssertionError):
+        markdown_tables("| a | b |\n| 1 | 2 |\n")
+    with pytest.raises(ValueError):
+        table(["a", "b"], [[1]])
+
+
 def png_size(path) -> tuple[int, int]:
     raw = path.read_bytes()
     assert raw[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
@@ -75,10 +119,18 @@ def test_run_writes_the_report(trained, tiny_idx):
     report = (trained / "report.md").read_text()
     for name in PNGS:
         assert f"](plots/{name})" in report, name
-    assert f"| test accuracy | {summary['test_accuracy']:.4f} |" in report
-    assert "| epochs | 2 of 2 |" in report and "| steps | 40 of 40 |" in report
+    numbers, per_class = report_numbers(report)
+    assert float(numbers["test accuracy"]) == pytest.approx(summary["test_accuracy"], abs=5e-5)
+    assert float(numbers["test loss"]) == pytest.approx(summary["test_loss"], abs=5e-5)
+    assert numbers["epochs"].split() == ["2", "of", "2"]
+    assert numbers["steps"].split() == ["40", "of", "40"]
+    assert numbers["model"] == "seed_cnn"
+    assert float(numbers["train seconds"]) == pytest.approx(summary["train_seconds"], abs=0.05)
+    assert list(per_class) == list(data.CLASS_NAMES)
     for name, count, correct in zip(data.CLASS_NAMES, matrix.sum(axis=1), np.diag(matrix)):
-        assert f"| {name} | {count} | {correct} |" in report, name
+        assert per_class[name][:2] == (count, correct), name
+        if count:
+            assert per_class[name][2] == pytest.approx(correct / count, abs=5e-5), name
     assert "No summary.json" not in report
 
 
@@ -112,13 +164,15 @@ def test_cli_regenerates_the_report_after_a_crash(crashed):
     )
     report = (crashed / "report.md").read_text()
     assert "No summary.json" in report
-    assert "| epochs | 1 of 2 |" in report and "| steps | 20 |" in report
+    numbers, per_class = report_numbers(report)
+    assert numbers["epochs"].split() == ["1", "of", "2"] and numbers["steps"] == "20"
+    assert sum(count for count, _, _ in per_class.values()) == TEST_N
     first_eval = json.loads(
         [line for line in (crashed / "metrics.jsonl").read_text().splitlines() if '"eval"' in line][
             0
         ]
     )
-    assert f"| test accuracy | {first_eval['test_accuracy']:.4f} |" in report
+    assert float(numbers["test accuracy"]) == pytest.approx(first_eval["test_accuracy"], abs=5e-5)
     for name in PNGS:
         assert f"](plots/{name})" in report
 
@@ -130,11 +184,9 @@ def test_compare_two_workdirs(trained, crashed, tmp_path):
         "fashion_jax.report", "--compare", trained, crashed, "--output", output, check=True
     )
     assert png_size(output)[0] >= 400 and output.stat().st_size > 10_000
-    rows = {
-        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-        for line in proc.stdout.splitlines()
-        if line.startswith("| ") and "---" not in line
-    }
+    (header, *body), *rest = markdown_tables(proc.stdout)
+    assert not rest and header[:2] == ["workdir", "epochs"], proc.stdout
+    rows = {r[0]: r[1:] for r in [header, *body]}
     assert set(rows) == {"workdir", "finished", "crashed *"}, proc.stdout
     evals = [
         json.loads(line)
@@ -142,10 +194,15 @@ def test_compare_two_workdirs(trained, crashed, tmp_path):
         if '"eval"' in line
     ]
     assert rows["finished"][0] == "2" and rows["crashed *"][0] == "1"
-    assert rows["finished"][1] == f"{max(r['test_accuracy'] for r in evals):.4f}"
-    assert rows["finished"][2] == f"{evals[-1]['test_accuracy']:.4f}"
-    assert rows["finished"][3] == f"{evals[-1]['test_loss']:.4f}"
-    assert rows["crashed *"][2] == f"{evals[0]['test_accuracy']:.4f}"
+    finished, crashed_row = (
+        [float(v) for v in rows["finished"]],
+        [float(v) for v in rows["crashed *"]],
+    )
+    assert finished[1] == pytest.approx(max(r["test_accuracy"] for r in evals), abs=5e-5)
+    assert finished[2] == pytest.approx(evals[-1]["test_accuracy"], abs=5e-5)
+    assert finished[3] == pytest.approx(evals[-1]["test_loss"], abs=5e-5)
+    assert crashed_row[2] == pytest.approx(evals[0]["test_accuracy"], abs=5e-5)
+    assert crashed_row[4] == pytest.approx(evals[0]["epoch_seconds"], abs=0.05)
 
 
 def test_compare_default_output_is_in_the_current_folder(trained, tmp_path, monkeypatch, capsys):
