@@ -159,3 +159,20 @@ def test_run_sh_measures_in_a_venv_without_tensorflow_tfds_or_ml_collections(
     assert "tensorflow-datasets" not in summary["versions"]
     assert "TensorBoard events are not written" in (results / "train_check.log").read_text()
     assert "kit exit 1, training check exit 0" in run.stdout
+
+
+@pytest.mark.parametrize("keep", ["", "1"])
+def test_the_import_says_which_xla_flag_it_added(keep):
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "FASHION_JAX_KEEP_XLA_FLAGS")
+    }
+    env.update(PYTHONPATH=str(ROOT), **({"FASHION_JAX_KEEP_XLA_FLAGS": keep} if keep else {}))
+    code = "import os, fashion_jax; print(repr(fashion_jax.XLA_FLAGS_ADDED), repr(os.environ.get('XLA_FLAGS')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    import fashion_jax
+
+    measured = md.version("jaxlib").startswith("0.10.") and not keep
+    flag = fashion_jax.XLA_CPU_FLAG
+    assert out == ([repr(flag), repr(flag)] if measured else ["''", "None"])
