@@ -223,3 +223,21 @@ def test_bad_arguments_are_one_error_line_and_write_nothing(tmp_path, args, mess
     proc = kit(tmp_path, "--results", results, *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not results.exists()
+
+
+@pytest.mark.parametrize(
+    "value, platform, expected",
+    [
+        ("default", "cpu", [(1, True)]),
+        ("default", "gpu", [(100, True)]),
+        ("sweep", "cpu", [(1, True), (100, False)]),
+        ("sweep", "gpu", [(100, True), (1, False)]),
+        ("3,1", "cpu", [(1, True), (3, False)]),
+    ],
+)
+def test_steps_per_call_values_put_the_platform_default_first(value, platform, expected):
+    import argparse
+
+    from kit.throughput import steps_per_call_values
+
+    assert steps_per_call_values(argparse.Namespace(steps_per_call=value), platform) == expected
