@@ -65,11 +65,14 @@ class Writer:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(kept))
             tmp.replace(self.path)
-        self.tb = event_writer(self.tb_dir, purge_step=step + 1 if step else None)
+        try:
+            self.tb = event_writer(self.tb_dir, purge_step=step + 1 if step else None)
+            reason = "neither tensorboardX nor tensorboard is installed"
+        except Exception as e:  # A broken install must not stop training.
+            self.tb, reason = None, f"tensorboard fails ({type(e).__name__}: {str(e)[:200]})"
         if self.tb is None:
             print(
-                "TensorBoard events are not written: neither tensorboardX nor tensorboard is "
-                f"installed (metrics are in {self.path}).",
+                f"TensorBoard events are not written: {reason} (metrics are in {self.path}).",
                 file=sys.stderr,
                 flush=True,
             )
