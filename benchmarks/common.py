@@ -22,6 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results.jsonl"
 KERAS_PEER = ROOT / "benchmarks" / "keras_peer.py"
 
+# Test accuracy each recipe (experiments/NAME/config.py) is expected to reach: frontier.py's
+# targets column and accelerator.py's time-to-accuracy runs.
+TARGETS = {"base": 0.90, "fast": 0.90, "frontier_093": 0.93, "frontier_094": 0.94, "best": 0.95}
+
 
 def machine() -> dict:
     """What the numbers were measured on."""

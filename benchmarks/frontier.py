@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, record, run_keras, run_timed, runner_command, table  # noqa: E402
+from common import ROOT, TARGETS, record, run_keras, run_timed, runner_command, table  # noqa: E402
 
 FIGURE = ROOT / "docs" / "figures" / "frontier.png"
-TARGETS = {"base": 0.90, "fast": 0.90, "frontier_093": 0.93, "frontier_094": 0.94, "best": 0.95}
 
 
 def keras_row(epochs: int = 10) -> dict:

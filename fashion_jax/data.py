@@ -161,6 +161,29 @@ def _tfds():
     return tfds
 
 
+def _tfds_installed() -> bool:
+    """Whether tensorflow-datasets and TensorFlow can be imported (without importing them)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) for m in ("tensorflow", "tensorflow_datasets"))
+    except (ImportError, ValueError):
+        return False
+
+
+def _load_idx(idx_dir: str | None) -> dict[str, Split]:
+    """Both splits straight from the IDX files: the source when tfds and TensorFlow are absent."""
+    idx_path = resolve_idx_dir(idx_dir)
+    names = [name for pair in IDX_FILES.values() for name in pair]
+    if not all((idx_path / name).is_file() for name in names):
+        raise DataError(
+            f"No Fashion-MNIST data: no decoded {CACHE_NAME} beside a prepared dataset in the tfds "
+            f"data dir, no IDX files in {idx_path}, and tensorflow-datasets/TensorFlow (which "
+            f"prepare or download it) are not installed.\n{FIXES}"
+        )
+    return {split: read_idx(idx_path, split) for split in IDX_FILES}
+
+
 def _local_builder_cls():
     from tensorflow_datasets.image_classification.mnist import FashionMNIST
 
@@ -310,7 +333,8 @@ def load(
 
     The first load decodes the prepared tfds dataset (seconds, with TensorFlow) and saves the
     decoded arrays beside it (`fashion_jax_arrays.npz`, tied to that dataset's `dataset_info.json`);
-    later loads read that file in a fraction of a second without importing TensorFlow.
+    later loads read that file in a fraction of a second without importing TensorFlow. Without
+    tensorflow-datasets and TensorFlow installed, the sources are that file and the IDX files.
     """
     root = Path(data_dir).expanduser() if data_dir else None
     if root is not None and root.exists() and not root.is_dir():
@@ -321,6 +345,8 @@ def load(
     cached = _read_cache(_builder_dir(data_dir))
     if cached is not None:
         return cached
+    if not _tfds_installed():
+        return _load_idx(idx_dir)
     builder = prepare(data_dir, idx_dir, download)
     tfds = _tfds()
     splits = {}
@@ -398,7 +424,8 @@ def _load_fashion_mnist(config) -> dict[str, Split]:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        if jax.process_index() == 0:
+        cached = _read_cache(_builder_dir(source[0])) is not None
+        if jax.process_index() == 0 and not cached and _tfds_installed():
             prepare(*source)
         multihost_utils.sync_global_devices("fashion_jax: dataset prepared")
     return load(*source)

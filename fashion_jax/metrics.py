@@ -3,7 +3,9 @@
 `metrics.jsonl` holds one record per line: {"type": "train", "step", "epoch", "loss", "accuracy",
 "images_per_second"} at log steps and {"type": "eval", "step", "epoch", "train_loss",
 "train_accuracy", "<split>_loss", "<split>_accuracy", "epoch_seconds"} at epoch ends. It is the
-source of truth (reports and plots read it); TensorBoard events mirror it.
+source of truth (reports and plots read it); TensorBoard events mirror it, written with whichever
+writer is installed: tensorboardX, else `tensorboard`'s own event writer (neither needs
+TensorFlow), else none (one line says so; metrics.jsonl is written all the same).
 
 We keep this small writer rather than `clu.metric_writers`: a resumed run must first drop the
 records past its checkpoint (from both the JSON lines and TensorBoard, via `purge_step`) so every
@@ -63,12 +65,18 @@ class Writer:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(kept))
             tmp.replace(self.path)
-        from tensorboardX import SummaryWriter
-
-        self.tb = SummaryWriter(
-            str(self.tb_dir), purge_step=step + 1 if step else None, flush_secs=30
-        )
-        if not step:
+        try:
+            self.tb = event_writer(self.tb_dir, purge_step=step + 1 if step else None)
+            reason = "neither tensorboardX nor tensorboard is installed"
+        except Exception as e:  # A broken install must not stop training.
+            self.tb, reason = None, f"tensorboard fails ({type(e).__name__}: {str(e)[:200]})"
+        if self.tb is None:
+            print(
+                f"TensorBoard events are not written: {reason} (metrics are in {self.path}).",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif not step:
             self.tb.add_text("config", "```\n" + config_lib.to_json(config) + "\n```", 0)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -101,6 +109,66 @@ class Writer:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+
+
+def event_writer(logdir: Path, purge_step: int | None = None):
+    """A TensorBoard event writer for `logdir` with `add_scalar(tag, value, step)`,
+    `add_text(tag, text, step)`, `add_hparams(hparams, metrics, name)` and `close()`: tensorboardX's
+    `SummaryWriter` if installed, else `_EventFileWriter` over `tensorboard`'s own event file
+    writer, else None. `purge_step`: events at this step and later, left by an earlier run, are
+    hidden by TensorBoard (a resumed run rewrites them)."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        pass
+    else:
+        return SummaryWriter(str(logdir), purge_step=purge_step, flush_secs=30)
+    try:
+        return _EventFileWriter(logdir, purge_step)
+    except ImportError:
+        return None
+
+
+class _EventFileWriter:
+    """The part of tensorboardX's `SummaryWriter` the loop uses, over `tensorboard`'s event writer
+    (the one `torch.utils.tensorboard` uses; no TensorFlow needed)."""
+
+    def __init__(self, logdir: Path, purge_step: int | None):
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._event, self._summary = event_pb2, summary_pb2
+        self._writer = EventFileWriter(str(logdir), flush_secs=30)
+        if purge_step is not None:  # As tensorboardX: a session start at purge_step.
+            self._writer.add_event(
+                event_pb2.Event(
+                    step=purge_step,
+                    session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START),
+                )
+            )
+
+    def _add(self, summary, step: int) -> None:
+        self._writer.add_event(self._event.Event(step=int(step), summary=summary))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        value = self._summary.Summary.Value(tag=tag, simple_value=float(value))
+        self._add(self._summary.Summary(value=[value]), step)
+
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        from tensorboard.plugins.text.summary_v2 import text_pb
+
+        self._add(text_pb(tag, text), step)
+
+    def add_hparams(self, hparams: dict, metrics: dict, name: str = "hparams") -> None:
+        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
+
+        del name
+        self._add(hparams_pb(hparams), 0)
+        for tag, value in metrics.items():
+            self.add_scalar(tag, value, 0)
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def summary(run, step: int, train_seconds: float) -> dict[str, Any]:

@@ -71,7 +71,10 @@ def new_window(mesh, loop_loss: float = 0.0, loop_accuracy: float = 0.0):
     )
 
 
-def _flops(compiled) -> float | None:
+def flops_of(compiled) -> float | None:
+    """FLOPs of one call of a compiled program (`jax.stages.Compiled`), from XLA's cost analysis
+    (a loop's body counts once); None where the backend reports none. The compiled program, not
+    `Lowered.cost_analysis()`, which returns None through the CUDA plugin."""
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else {}
@@ -89,8 +92,8 @@ def model_costs(state, compiled_train_step, image, num_devices: int = 1) -> dict
     forward = jax.jit(steps.predict_logits).lower(state, x).compile()
     return {
         "params": int(sum(p.size for p in jax.tree.leaves(state.params))),
-        "forward_flops": _flops(forward),
-        "train_step_flops": (_flops(compiled_train_step) or 0) * num_devices or None,
+        "forward_flops": flops_of(forward),
+        "train_step_flops": (flops_of(compiled_train_step) or 0) * num_devices or None,
     }
 
 

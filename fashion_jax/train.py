@@ -16,6 +16,7 @@ import functools
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,8 @@ class Run:
         )
         self.writer = metrics_lib.Writer(workdir, self.is_main)
         self.workdir_identity = workdir_lib.identity(workdir)
+        # `stop_when(record) -> bool`, asked after each train and eval record (see train_and_evaluate).
+        self.stop_when, self.stopped_early = None, False
 
     def fetch_window(self, window, loop: LoopState, step: int) -> None:
         """Copies the device window into `loop`; raises NonFiniteLossError if a step diverged."""
@@ -194,7 +197,7 @@ class Run:
         print(f"Resuming from the checkpoint at step {step} in {self.ckpt.directory}.", flush=True)
         return state, LoopState.from_meta(meta)
 
-    def log(self, window, loop: LoopState, step: int, images: int, since: float, bar) -> None:
+    def log(self, window, loop: LoopState, step: int, images: int, since: float, bar) -> dict:
         """Closes the metric window at `step` (started at perf_counter `since`): one "train" record,
         the progress bar's numbers. Waits for the window's steps to finish first."""
         self.fetch_window(window, loop, step)
@@ -203,22 +206,22 @@ class Run:
         loss, accuracy = loop.close_window()
         ips = images / max(seconds, 1e-9)
         loop.train_seconds += seconds
-        self.writer.write(
-            {
-                "type": "train",
-                "step": step,
-                "epoch": step / self.steps_per_epoch,
-                "loss": loss,
-                "accuracy": accuracy,
-                "images_per_second": ips,
-            }
-        )
+        record = {
+            "type": "train",
+            "step": step,
+            "epoch": step / self.steps_per_epoch,
+            "loss": loss,
+            "accuracy": accuracy,
+            "images_per_second": ips,
+        }
+        self.writer.write(record)
         if bar is not None:
             bar.set_postfix(
                 loss=f"{loop.epoch_loss / loop.epoch_steps:.4f}",
                 acc=f"{loop.epoch_accuracy / loop.epoch_steps:.4f}",
                 img_s=f"{ips:.0f}",
             )
+        return record
 
     def evaluate(
         self, state, loop: LoopState, step: int, epoch: int, seconds: float
@@ -265,9 +268,13 @@ def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int,
         loop.window_steps += n
         images_window += n * config.batch_size
         if step % config.log_every_steps == 0 or step == epoch_end:
-            run.log(window, loop, step, images_window, t_window, bar)
+            record = run.log(window, loop, step, images_window, t_window, bar)
             window = programs.new_window(run.mesh, loop.window_loss, loop.window_accuracy)
             t_window, images_window = time.perf_counter(), 0
+            if step < epoch_end and run.stop_when is not None and run.stop_when(record):
+                run.save(state, window, loop, step, wait=True)
+                run.stopped_early = True
+                break
         if bar is not None:
             bar.update(n)
         if step < epoch_end:
@@ -282,15 +289,28 @@ def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int,
 
 
 def train_and_evaluate(
-    config, workdir: str | Path, restart: bool = False, *, data: dict | None = None
+    config,
+    workdir: str | Path,
+    restart: bool = False,
+    *,
+    data: dict | None = None,
+    stop_when: Callable[[dict[str, Any]], bool] | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Trains `config` in `workdir`, resuming from its newest valid checkpoint. Returns the summary.
 
     data: your own splits instead of `config.dataset`, {"train": (images, labels), "test": (images,
-    labels)} (optional "validation", "class_names"); images uint8 or float32 in [0, 1]
-    [N, H, W, C], labels integers [N] (see `data.from_arrays`). The run's config.json then says
-    dataset "memory". Raises UserError subclasses for bad input (NonFiniteLossError for a
-    diverged run) and preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
+      labels)} (optional "validation", "class_names"); images uint8 or float32 in [0, 1]
+      [N, H, W, C], labels integers [N] (see `data.from_arrays`). The run's config.json then says
+      dataset "memory".
+    stop_when: asked with the records the loop writes (the "train" record of each log step inside
+      an epoch, the "eval" record of each epoch end); when it returns True the run ends there:
+      a checkpoint at that step, summary.json for the state trained so far (mid-epoch: the last
+      evaluated epoch's accuracy). E.g. a time budget or a target accuracy. Single process only.
+    report: write report.md and the plots at the end (False: only metrics and summary).
+
+    Raises UserError subclasses for bad input (NonFiniteLossError for a diverged run) and
+    preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
     """
     # Callers of the Python API get the command line's checks: keys, types, ranges.
     config = config_lib.validate(config_lib.check_schema(config))
@@ -317,6 +337,7 @@ def train_and_evaluate(
                 f"{len(splits['train'].labels)} training examples."
             )
         run = Run(config, workdir, mesh, splits, info, steps_per_epoch * config.num_epochs)
+        run.stop_when = stop_when
         try:
             state, loop = run.restore_or_init()
             if early_stop.requested(sync_point=True):
@@ -331,7 +352,8 @@ def train_and_evaluate(
         run.writer.finish(config, summary)
         if is_main:
             (workdir / workdir_lib.SUMMARY).write_text(_json(summary))
-            _write_report(workdir)
+            if report:
+                _write_report(workdir)
     return summary
 
 
@@ -353,6 +375,8 @@ def _train(run: Run, state, loop: LoopState, stop: StopFlag | None = None):
         for epoch in range(step // spe, config.num_epochs):
             t_epoch = time.perf_counter()
             state, window, step = train_epoch(run, state, window, loop, epoch, step, stop)
+            if run.stopped_early:
+                break
             record = run.evaluate(state, loop, step, epoch + 1, time.perf_counter() - t_epoch)
             best = (
                 {checkpoints.VALIDATION_METRIC: record["validation_accuracy"]}
@@ -363,6 +387,8 @@ def _train(run: Run, state, loop: LoopState, stop: StopFlag | None = None):
             if stop.requested(sync_point=True):
                 run.ckpt.wait()
                 raise stop.preempted(step)
+            if run.stop_when is not None and run.stop_when(record):
+                break
     run.ckpt.wait()
     return state, loop
 
