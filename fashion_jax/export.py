@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 import shutil
 import sys
@@ -197,9 +198,24 @@ def check_available(formats: Sequence[str]) -> None:
     for fmt in formats:
         for module in needs.get(fmt, ()):
             try:
-                __import__(module)
+                with quiet_loggers("jax2onnx", "onnx_ir"):
+                    __import__(module)
             except ImportError:
                 raise missing_extra(f"{fmt} ({module} is not installed)") from None
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str):
+    """Raises the level of the loggers `names` to ERROR for the duration of the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def export_onnx(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
@@ -209,10 +225,12 @@ def export_onnx(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
     runs the file with onnxruntime.
     """
     import onnxruntime as ort
-    from jax2onnx import to_onnx
 
     spec = jax.ShapeDtypeStruct(("N", *shape), jnp.uint8)
-    with contextlib.redirect_stdout(io.StringIO()):  # jax2onnx prints debug lines for nn.Conv.
+    # jax2onnx prints debug lines for nn.Conv and logs its plugins that do not load (dm_pix's).
+    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("jax2onnx", "onnx_ir"):
+        from jax2onnx import to_onnx
+
         proto = to_onnx(
             fn,
             [spec],
@@ -429,7 +447,7 @@ def describe(r: Result) -> str:
 
 
 def parse_formats(text: str) -> list[str]:
-    """"onnx,stablehlo" -> ["onnx", "stablehlo"]; raises UserError for an unknown or empty list."""
+    """ "onnx,stablehlo" -> ["onnx", "stablehlo"]; raises UserError for an unknown or empty list."""
     formats = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -484,15 +502,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--format", default=",".join(FORMATS), help=f"comma-separated, of {','.join(FORMATS)}"
     )
-    parser.add_argument("--output", default=None, help="folder to write into (default: WORKDIR/export)")
+    parser.add_argument(
+        "--output", default=None, help="folder to write into (default: WORKDIR/export)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         formats = parse_formats(args.format)
-        check_available(formats)
         config, state = load_trained(args.workdir)
         output = Path(args.output) if args.output else Path(args.workdir) / "export"
         check_output(output)
+        check_available(formats)
         images, labels = load_test_split(config)
         results = export_state(
             state,
