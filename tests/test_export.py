@@ -256,4 +256,5 @@ def test_the_docs_onnx_snippet_classifies_with_onnxruntime_alone(seed_run, tmp_p
     )
     assert proc.returncode == 0, proc.stderr
     logits = np.asarray(export.reference_logits(state, images[:1], False))
-    assert data.CLASS_NAMES[int(logits.argmax())] in proc.stdout, proc.stdout
+    name = data.CLASS_NAMES[int(logits.argmax())]
+    assert proc.stdout.startswith(f"test image 0: {name} ("), proc.stdout
