@@ -1,7 +1,7 @@
 """Bad inputs and faults, one line each: every one ends in exit status 2 and one `error:` line naming
 the problem, with no traceback, and loses nothing (a trained workdir's files stay byte for byte).
 
-To add a case, add one `Case(...)` to CASES: the tool (run, predict or report), its arguments
+To add a case, add one `Case(...)` to CASES: the tool (run, predict, report or export), its arguments
 (`{w}` is the case's workdir, `{tmp}` a scratch folder, `{data}` the tiny dataset's overrides),
 an optional setup of the scratch folder, and the fragments the error must contain. Cases run
 in process (each tool's `main`), so the table stays fast.
@@ -26,7 +26,7 @@ from conftest import runner_args
 @dataclasses.dataclass
 class Case:
     name: str
-    tool: str  # "run", "predict" or "report".
+    tool: str  # "run", "predict", "report" or "export".
     args: str  # Split on spaces after formatting.
     fragments: tuple[str, ...]
     setup: Callable[[Path, Path], None] | None = None  # (workdir, scratch) -> None.
@@ -622,6 +622,38 @@ CASES = [
         ("has no metrics.jsonl",),
         setup=lambda w, tmp: None,
     ),
+    # export.
+    Case("export without a run", "export", "--workdir {w}", ("has no config.json",)),
+    Case(
+        "export an unknown format",
+        "export",
+        "--workdir {w} --format onnx,tflite",
+        ("unknown format 'tflite'", "onnx,saved_model,stablehlo"),
+        trained=True,
+    ),
+    Case(
+        "export into a file",
+        "export",
+        "--workdir {w} --output {tmp}/f",
+        ("is a file, not a folder",),
+        setup=write("@f", "x"),
+        trained=True,
+    ),
+    Case(
+        "export folder of the workdir is a file",
+        "export",
+        "--workdir {w} --format stablehlo",
+        ("export is a file, not a folder",),
+        setup=write("export", "x"),
+        trained=True,
+    ),
+    Case(
+        "export into an unwritable folder",
+        "export",
+        "--workdir {w} --output /proc/fashion_jax_export",
+        ("cannot write to --output /proc/fashion_jax_export",),
+        trained=True,
+    ),
 ]
 
 
@@ -661,7 +693,7 @@ def fingerprint(folder: Path) -> dict[str, str]:
 def test_bad_input_gives_one_clean_error_and_loses_nothing(
     case, tmp_path, tiny_idx, tiny_tfds, capsys, request
 ):
-    from fashion_jax import predict, report, run, sweep
+    from fashion_jax import export, predict, report, run, sweep
 
     w, tmp = tmp_path / "w", tmp_path / "scratch"
     tmp.mkdir()
@@ -680,6 +712,7 @@ def test_bad_input_gives_one_clean_error_and_loses_nothing(
             "predict": predict.main,
             "report": report.main,
             "sweep": sweep.main,
+            "export": export.main,
         }[case.tool](argv)
     finally:
         while HELD:
@@ -695,7 +728,7 @@ def test_bad_input_gives_one_clean_error_and_loses_nothing(
 
 
 def test_every_kind_of_input_has_cases():
-    assert {c.tool for c in CASES} == {"run", "predict", "report", "sweep"}
+    assert {c.tool for c in CASES} == {"run", "predict", "report", "sweep", "export"}
     assert len(CASES) >= 45
 
 

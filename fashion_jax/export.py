@@ -1,0 +1,535 @@
+"""Export a trained run to files that run without this library: ONNX, TF SavedModel, StableHLO.
+
+  python -m fashion_jax.export --workdir experiments/base                      # all three formats
+  python -m fashion_jax.export --workdir W --format onnx --output /tmp/model   # one format
+
+Each exported model is the run's evaluation path, `steps.predict_logits` (the EMA weights and
+batch-norm statistics where the run has them, eval mode, flip test-time augmentation when the
+config uses it): uint8 images [N, H, W, C] (any N) in, float32 logits [N, classes] out. Each file is
+checked as it is written: loaded back by its own runtime (onnxruntime, `tf.saved_model.load`,
+`jax.export.deserialize`) and run on the whole test set, its logits within `TOLERANCE` of
+predict's and the same class for every image (except where predict's top two logits are within
+`TOLERANCE`); the command prints the test accuracy each format reaches. docs/export.md has the rest.
+
+The functions are importable: `export_state(state, formats, output, images, labels, tta_flip=...)`
+exports any TrainState whose `apply_fn` is the model, from research code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from fashion_jax import models, steps
+from fashion_jax.errors import UserError
+
+FORMATS = ("onnx", "saved_model", "stablehlo")
+# What each format writes into the output folder.
+FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "stablehlo": "model.stablehlo"}
+# The largest difference allowed between an exported model's logits and predict's, per logit.
+# Measured: at most 1.5e-5 (float32 rounding in other op orders); a wrong export (a missing
+# batch-norm statistic, the live weights instead of the EMA, no flip) is off by 1e-2 or more.
+TOLERANCE = 1e-3
+INSTALL_HINT = 'pip install -e ".[export]"'
+ONNX_OPSET = 21  # onnxruntime >= 1.20 runs it.
+# Platforms a StableHLO or SavedModel export can run on (jax.export lowers for each).
+PLATFORMS = ("cpu", "cuda", "tpu")
+# Which formulation each format tries first. "trained" is the state's own `apply_fn` (for the
+# built-in models: the fast CPU formulations of cpu_ops); "readable" the same parameters in
+# standard ops (`readable_apply_fn`). The TFLite converter (the way on from a SavedModel) cannot
+# take the fast formulation's strided slices with a dynamic batch, so SavedModel starts readable.
+PREFERENCE = {
+    "onnx": ("trained", "readable"),
+    "saved_model": ("readable", "trained"),
+    "stablehlo": ("trained", "readable"),
+}
+
+
+class ExportRefused(Exception):
+    """An exporter could not convert a formulation, or its file did not reproduce predict."""
+
+
+@dataclasses.dataclass
+class Result:
+    """One verified export: where, from which formulation, and how it compares to predict."""
+
+    format: str
+    path: Path
+    formulation: str  # "trained" or "readable".
+    max_abs_diff: float  # max |logits - predict's logits| over the test set.
+    class_changes: int  # Images whose class differs from predict's (each a near tie).
+    correct: int  # Test images classified right.
+    count: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.count, 1)
+
+
+# --- The readable formulation -----------------------------------------------------------------
+
+
+class PlainConvBlock(nn.Module):
+    """`models.ConvBlock` in standard ops: SAME 3x3 convolution, (2x2 max pool), batch norm, ReLU.
+
+    Same parameters ("kernel" [3, 3, Cin, features], "BatchNorm_0") and values: the fast block's
+    zero padding plus VALID convolution is the SAME convolution, and computing only the rows the
+    floor pooling keeps leaves the pooled values as they are.
+    """
+
+    features: int
+    pool: bool = False
+    bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        """x: float[B, H, W, Cin] -> float[B, H, W, features] (H // 2, W // 2 with `pool`)."""
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
+        )
+        y = lax.conv_general_dilated(
+            x.astype(self.dtype),
+            kernel.astype(self.dtype),
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        if self.pool:
+            y = nn.max_pool(y, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+        y = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            dtype=self.dtype,
+            name="BatchNorm_0",
+        )(y)
+        return nn.relu(y)
+
+
+class PlainConvNet(nn.Module):
+    """`models.ConvNet` built from `PlainConvBlock`s: the same fields, parameters and logits."""
+
+    num_classes: int = 10
+    widths: tuple[int, ...] = (24, 48, 96)
+    extra: tuple[tuple[int, int], ...] = ()
+    bn_momentum: float = 0.9
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        """x: float32[B, H, W, 1] in [0, 1] -> logits float32[B, num_classes]."""
+        x = x - 0.286
+        block = lambda width, pool, i: PlainConvBlock(
+            width, pool, self.bn_momentum, self.dtype, name=f"ConvBlock_{i}"
+        )
+        n = 0
+        for i, width in enumerate(self.widths):
+            x, n = block(width, True, n)(x, train), n + 1
+            for after, extra_width in self.extra:
+                if after == i:
+                    x, n = block(extra_width, False, n)(x, train), n + 1
+        x = x.max(axis=(1, 2))
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="Dense_0")(x).astype(jnp.float32)
+
+
+# Fast model class -> its readable counterpart (a Linen module with the same fields and params).
+READABLE = {models.SeedCNN: models.PlainSeedCNN, models.ConvNet: PlainConvNet}
+
+
+def readable_apply_fn(apply_fn: Callable) -> Callable | None:
+    """The readable formulation of a model: an `apply` with the same parameters, or None.
+
+    apply_fn: a TrainState's `apply_fn`, the bound `apply` of a Linen module. Returns the `apply` of
+    its counterpart in `READABLE`, built with the same field values, or None where the model has
+    none (it is then exported as trained). Callers check that the logits agree.
+    """
+    module = getattr(apply_fn, "__self__", None)
+    plain = READABLE.get(type(module))
+    if plain is None:
+        return None
+    fields = {
+        f.name: getattr(module, f.name)
+        for f in dataclasses.fields(plain)
+        if f.init and f.name not in ("parent", "name") and hasattr(module, f.name)
+    }
+    return plain(**fields).apply
+
+
+def formulations(state) -> dict[str, Any]:
+    """{"trained": state, "readable": state with the readable apply_fn (if the model has one)}."""
+    out = {"trained": state}
+    readable = readable_apply_fn(state.apply_fn)
+    if readable is not None:
+        out["readable"] = state.replace(apply_fn=readable)
+    return out
+
+
+def inference_fn(state, tta_flip: bool) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """images uint8[N, H, W, C] -> logits float32[N, classes]: predict's path with `state` fixed."""
+    return lambda images: steps.predict_logits(state, images, tta_flip)
+
+
+# --- The exporters: each writes a file and returns a function that runs it with its runtime ----
+
+
+def missing_extra(what: str) -> UserError:
+    return UserError(f"exporting {what} needs the export extra: {INSTALL_HINT}")
+
+
+def check_available(formats: Sequence[str]) -> None:
+    """Raises UserError naming the extra when a runtime or exporter of `formats` is not installed."""
+    needs = {"onnx": ("jax2onnx", "onnx", "onnxruntime"), "saved_model": ("tensorflow",)}
+    for fmt in formats:
+        for module in needs.get(fmt, ()):
+            try:
+                with quiet_loggers("jax2onnx", "onnx_ir"):
+                    __import__(module)
+            except ImportError:
+                raise missing_extra(f"{fmt} ({module} is not installed)") from None
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str):
+    """Raises the level of the loggers `names` to ERROR for the duration of the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def export_onnx(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
+    """Writes `fn` (uint8[N, *shape] -> float32[N, K]) as ONNX to `path` with jax2onnx.
+
+    Input "image" uint8[N, *shape] (N dynamic), output "logits". Returns a numpy function that
+    runs the file with onnxruntime.
+    """
+    import onnxruntime as ort
+
+    spec = jax.ShapeDtypeStruct(("N", *shape), jnp.uint8)
+    # jax2onnx prints debug lines for nn.Conv and logs its plugins that do not load (dm_pix's).
+    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("jax2onnx", "onnx_ir"):
+        from jax2onnx import to_onnx
+
+        proto = to_onnx(
+            fn,
+            [spec],
+            model_name="fashion_jax",
+            opset=ONNX_OPSET,
+            input_names=["image"],
+            output_names=["logits"],
+        )
+    path.write_bytes(proto.SerializeToString())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda images: session.run(["logits"], {"image": images})[0]
+
+
+def export_saved_model(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
+    """Writes `fn` as a TF SavedModel (jax2tf) to the folder `path`.
+
+    Signature "serving_default": image uint8[None, *shape] -> {"logits": float32[None, K]}.
+    Returns a numpy function that runs the folder as `tf.saved_model.load` reads it.
+    """
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    tf.config.set_visible_devices([], "GPU")
+    dims = ", ".join(str(d) for d in shape)
+    converted = jax2tf.convert(
+        fn,
+        polymorphic_shapes=[f"(n, {dims})"],
+        with_gradient=False,
+        native_serialization_platforms=PLATFORMS,
+    )
+    module = tf.Module()
+
+    @tf.function(
+        autograph=False, input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="image")]
+    )
+    def serve(image):
+        return {"logits": converted(image)}
+
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return lambda images: signature(image=tf.constant(images))["logits"].numpy()
+
+
+def export_stablehlo(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
+    """Writes `fn` as a serialized `jax.export.Exported` (StableHLO) to `path`.
+
+    Load it with `jax.export.deserialize(bytearray(path.read_bytes())).call(images)`; it runs on
+    `PLATFORMS`. Returns a numpy function that runs the file so.
+    """
+    dims = ", ".join(str(d) for d in shape)
+    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"n, {dims}"), jnp.uint8)
+    exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(spec)
+    path.write_bytes(exported.serialize())
+    loaded = jax.export.deserialize(bytearray(path.read_bytes()))
+    call = jax.jit(loaded.call)
+    return lambda images: np.asarray(call(images))
+
+
+EXPORTERS = {
+    "onnx": export_onnx,
+    "saved_model": export_saved_model,
+    "stablehlo": export_stablehlo,
+}
+
+
+# --- Verification ----------------------------------------------------------------------------
+
+
+def batched(fn: Callable, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """fn over `images` in batches of `batch_size` -> float32[N, K], concatenated in order."""
+    out = [np.asarray(fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def reference_logits(state, images: np.ndarray, tta_flip: bool) -> np.ndarray:
+    """Predict's logits float32[N, K] for uint8 `images` [N, H, W, C], in float32 matmul precision."""
+    fn = jax.jit(inference_fn(state, tta_flip))
+    with jax.default_matmul_precision("float32"):
+        return batched(fn, images)
+
+
+def compare(
+    logits: np.ndarray, reference: np.ndarray, tolerance: float = TOLERANCE
+) -> tuple[float, int]:
+    """(max |logits - reference|, images whose class differs); raises ExportRefused beyond tolerance.
+
+    logits, reference: float32[N, K]. A class may differ only where the reference's top logit
+    is within `tolerance` of the logit of the class chosen instead.
+    """
+    if logits.shape != reference.shape:
+        raise ExportRefused(f"logits of shape {logits.shape}, expected {reference.shape}")
+    diff = float(np.abs(logits - reference).max()) if logits.size else 0.0
+    if not diff <= tolerance:  # Also catches NaN.
+        raise ExportRefused(f"logits differ from predict's by {diff:.3g} > {tolerance:g}")
+    chosen, best = logits.argmax(-1), reference.argmax(-1)
+    changed = np.nonzero(chosen != best)[0]
+    rows = np.arange(len(reference))
+    gaps = reference[rows, best] - reference[rows, chosen]
+    if (gaps[changed] > tolerance).any():
+        i = int(changed[np.argmax(gaps[changed])])
+        raise ExportRefused(f"image {i} changes class with a margin of {gaps[i]:.3g}")
+    return diff, len(changed)
+
+
+def export_format(
+    fmt: str,
+    candidates: dict[str, Any],
+    tta_flip: bool,
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    reference: np.ndarray,
+    tolerance: float = TOLERANCE,
+) -> Result:
+    """Exports `fmt` into `folder` from the first formulation in PREFERENCE that verifies.
+
+    candidates: {"trained": state, "readable": state} as from `formulations`. Raises
+    ExportRefused with every formulation's reason when none does.
+    """
+    path = folder / FILES[fmt]
+    reasons = []
+    for name in PREFERENCE[fmt]:
+        if name not in candidates:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        try:
+            run = EXPORTERS[fmt](inference_fn(candidates[name], tta_flip), images.shape[1:], path)
+            logits = batched(run, images)
+            diff, changed = compare(logits, reference, tolerance)
+        except Exception as e:  # Any failure of one formulation: try the next.
+            reasons.append(f"{name} formulation: {type(e).__name__}: {first_line(e)}")
+            continue
+        correct = int((logits.argmax(-1) == labels).sum()) if labels is not None else 0
+        return Result(fmt, path, name, diff, changed, correct, len(images))
+    raise ExportRefused("; ".join(reasons))
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def export_state(
+    state,
+    formats: Sequence[str],
+    output: str | os.PathLike,
+    images: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    tta_flip: bool = False,
+    tolerance: float = TOLERANCE,
+    log: Callable[[str], None] = lambda line: None,
+) -> list[Result]:
+    """Exports `state`'s evaluation path in each of `formats` into the folder `output`, verified.
+
+    state: a TrainState (`apply_fn`, params, batch_stats, ema). images: uint8[N, H, W, C], the
+    set to verify on (the test set); labels: int[N] for the accuracy, or None. Every format is
+    written to a scratch folder first and verified there; only when all are, they move into
+    `output` (replacing earlier exports of the same formats), so a refusal changes nothing.
+    Raises UserError when an exporter refuses the model or `output` cannot be written.
+    """
+    output = Path(output)
+    check_output(output)
+    check_available(formats)
+    reference = reference_logits(state, images, tta_flip)
+    if labels is not None:
+        correct = int((reference.argmax(-1) == labels).sum())
+        log(f"predict: test accuracy {correct / len(images):.4f} ({correct}/{len(images)})")
+    candidates = formulations(state)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fashion_jax-export-") as scratch:
+        for fmt in formats:
+            try:
+                result = export_format(
+                    fmt, candidates, tta_flip, Path(scratch), images, labels, reference, tolerance
+                )
+            except ExportRefused as e:
+                raise UserError(
+                    f"the {fmt} exporter refuses this model ({e}). Export other formats with "
+                    f"--format {','.join(f for f in FORMATS if f != fmt)}."
+                ) from None
+            results.append(result)
+            log(describe(result))
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+            for result in results:
+                target = output / FILES[result.format]
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+                shutil.move(str(result.path), str(target))
+                result.path = target
+        except OSError as e:
+            raise UserError(
+                f"cannot write to --output {output} ({e.strerror or e}). Choose another folder."
+            ) from None
+    return results
+
+
+def describe(r: Result) -> str:
+    return (
+        f"{r.format}: test accuracy {r.accuracy:.4f} ({r.correct}/{r.count}); "
+        f"max |logit - predict| {r.max_abs_diff:.2g} (tolerance {TOLERANCE:g}), "
+        f"{r.class_changes} class changes; {r.formulation} formulation"
+    )
+
+
+# --- The command line ------------------------------------------------------------------------
+
+
+def parse_formats(text: str) -> list[str]:
+    """ "onnx,stablehlo" -> ["onnx", "stablehlo"]; raises UserError for an unknown or empty list."""
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(
+            f"--format {text!r}: unknown format {', '.join(map(repr, unknown)) or '(none)'}. "
+            f"Choose from {','.join(FORMATS)}."
+        )
+    return list(dict.fromkeys(formats))
+
+
+def check_output(output: Path) -> None:
+    """Raises UserError if `output` is a file or cannot be created and written; writes nothing."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder. Choose a folder path.")
+    existing = output
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--output {output}: {existing} is a file, not a folder.")
+    try:  # The operating system's answer (os.access is always yes for root).
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".export-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(
+            f"cannot write to --output {output} ({e.strerror or e}). Choose a folder you can "
+            "write to."
+        ) from None
+
+
+def load_test_split(config) -> tuple[np.ndarray, np.ndarray]:
+    """The run's test set: images uint8[N, H, W, C], labels int32[N] (IDX order)."""
+    from fashion_jax import data
+
+    test = data.load(config.data_dir or None, config.idx_dir or None, config.download)["test"]
+    return np.asarray(test.images), np.asarray(test.labels)
+
+
+def load_trained(workdir):
+    """(config, state) of a trained workdir: `fashion_jax.load_trained`."""
+    import fashion_jax
+
+    return fashion_jax.load_trained(workdir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (2 for a user error)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fashion_jax.export", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--workdir", required=True, help="a trained run's folder")
+    parser.add_argument(
+        "--format", default=",".join(FORMATS), help=f"comma-separated, of {','.join(FORMATS)}"
+    )
+    parser.add_argument(
+        "--output", default=None, help="folder to write into (default: WORKDIR/export)"
+    )
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        formats = parse_formats(args.format)
+        config, state = load_trained(args.workdir)
+        output = Path(args.output) if args.output else Path(args.workdir) / "export"
+        check_output(output)
+        check_available(formats)
+        images, labels = load_test_split(config)
+        results = export_state(
+            state,
+            formats,
+            output,
+            images,
+            labels,
+            tta_flip=bool(config.get("tta_flip", False)),
+            log=lambda line: print(line, flush=True),
+        )
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in results:
+        print(f"wrote {r.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
