@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -108,3 +109,27 @@ def run_module(
             f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
+
+
+def start(workdir, run_args):
+    """`python -m fashion_jax.run --workdir WORKDIR RUN_ARGS` started in the background."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), *run_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def last_step(workdir):
+    """The newest step metrics.jsonl records (0 before the first record; a half-written last line is skipped)."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    steps = [
+        json.loads(line)["step"] for line in path.read_text().splitlines() if line.endswith("}")
+    ]
+    return max(steps, default=0)

@@ -4,15 +4,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_clean_error, run_module, runner_args
+from conftest import assert_clean_error, last_step, run_module, runner_args, start
 
 pytestmark = pytest.mark.slow
 EPOCHS, STEPS_PER_EPOCH = 6, 20  # 640 tiny examples / batch 32.
@@ -54,28 +52,6 @@ def assert_same_run(workdir, reference):
     assert records == expected  # Same values, no duplicated or missing steps.
     steps = [(r["type"], r["step"]) for r in records]
     assert len(steps) == len(set(steps))
-
-
-def start(workdir, run_args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), *run_args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-
-
-def last_step(workdir):
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    steps = [
-        json.loads(line)["step"] for line in path.read_text().splitlines() if line.endswith("}")
-    ]
-    return max(steps, default=0)
 
 
 def wait_for(proc, condition, timeout=240, poll_seconds=0.01):

@@ -2,11 +2,8 @@
 (in-memory arrays, a tfds dataset by name), through the runner, predict and report."""
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -14,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_module, runner_args
+from conftest import ROOT, last_step, run_module, runner_args, start
 from fashion_jax import config as config_lib
 from fashion_jax import nnx_models, steps
 from fashion_jax.errors import DataError
@@ -218,26 +215,6 @@ def test_own_model_trains_then_predict_and_report_work_in_new_processes(
     assert "test image 0" in proc.stdout
 
 
-def _start(workdir, run_args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "fashion_jax.run", "--workdir", str(workdir), *run_args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-
-
-def _last_step(workdir):
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    lines = [line for line in path.read_text().splitlines() if line.endswith("}")]
-    return max((json.loads(line)["step"] for line in lines), default=0)
-
-
 def _records(workdir):
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
@@ -254,15 +231,15 @@ def test_killed_nnx_run_resumes_bit_for_bit(tmp_path, args):
     _, extra = _experiment(tmp_path / "kill", "nnx_cnn", widths=[8, 16], dropout=0.3)
     killed = tmp_path / "kill" / "nnx_cnn"
     run_module("fashion_jax.run", "--workdir", reference, *run_args, *extra, check=True)
-    proc = _start(killed, [*run_args, *extra])
+    proc = start(killed, [*run_args, *extra])
     deadline = time.time() + 300
-    while _last_step(killed) < 25 and proc.poll() is None and time.time() < deadline:
+    while last_step(killed) < 25 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    assert _last_step(killed) < 60  # Killed before the end.
-    proc = _start(killed, [*run_args, *extra])
+    assert last_step(killed) < 60  # Killed before the end.
+    proc = start(killed, [*run_args, *extra])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "Resuming from the checkpoint" in out
