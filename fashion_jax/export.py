@@ -231,6 +231,7 @@ def export_onnx(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
     with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("jax2onnx", "onnx_ir"):
         from jax2onnx import to_onnx
 
+        _accept_positional_pooling_arguments()
         proto = to_onnx(
             fn,
             [spec],
@@ -242,6 +243,34 @@ def export_onnx(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
     path.write_bytes(proto.SerializeToString())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda images: session.run(["logits"], {"image": images})[0]
+
+
+def _accept_positional_pooling_arguments() -> None:
+    """Lets models call `nnx.max_pool(x, (2, 2), (2, 2))` positionally under jax2onnx.
+
+    While it traces, jax2onnx (0.13) swaps `flax.nnx.max_pool` for a stand-in that takes
+    `window_shape`, `strides` and `padding` by keyword only, so the common positional call of a
+    user's NNX model fails with a TypeError. The stand-in is wrapped once to take both forms.
+    """
+    try:
+        from jax2onnx.plugins.flax.nnx.max_pool import MaxPoolPlugin
+    except ImportError:  # Another jax2onnx layout: nothing to adapt.
+        return
+    make_patch = MaxPoolPlugin.__dict__.get("_make_patch")
+    if make_patch is None or getattr(make_patch, "fashion_jax_positional", False):
+        return
+    original = make_patch.__func__
+
+    def patched_make_patch(cls, orig):
+        keyword_only = original(cls, orig)
+
+        def max_pool(x, window_shape, strides=None, padding="VALID"):
+            return keyword_only(x, window_shape=window_shape, strides=strides, padding=padding)
+
+        return max_pool
+
+    patched_make_patch.fashion_jax_positional = True
+    MaxPoolPlugin._make_patch = classmethod(patched_make_patch)
 
 
 def export_saved_model(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:

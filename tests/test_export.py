@@ -42,6 +42,22 @@ def bn_run(tmp_path_factory, tiny_idx, tiny_tfds):
     return w
 
 
+@pytest.fixture(scope="module")
+def nnx_run(tmp_path_factory, tiny_idx, tiny_tfds):
+    """A tiny run of experiments/nnx_cnn's NNX model (batch norm, dropout, EMA) from its net.py."""
+    import json
+    import shutil
+
+    from fashion_jax import run
+
+    w = tmp_path_factory.mktemp("export-nnx") / "nnx_cnn"
+    shutil.copytree(ROOT / "experiments" / "nnx_cnn", w)
+    kwargs = json.dumps({"in_channels": 1, "widths": [8, 16], "dropout": 0.1})
+    args = runner_args(tiny_idx, tiny_tfds, model_kwargs=kwargs, num_epochs=2)
+    assert run.main(["--workdir", str(w), *args]) == 0
+    return w
+
+
 def fingerprint(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -258,3 +274,27 @@ def test_the_docs_onnx_snippet_classifies_with_onnxruntime_alone(seed_run, tmp_p
     logits = np.asarray(export.reference_logits(state, images[:1], False))
     name = data.CLASS_NAMES[int(logits.argmax())]
     assert proc.stdout.startswith(f"test image 0: {name} ("), proc.stdout
+
+
+def test_an_nnx_model_exports_every_format_and_each_reproduces_predict(nnx_run, tmp_path, capsys):
+    """An NNX module (a user's net.py) goes through every exporter as trained (EMA, eval mode)."""
+    import onnxruntime as ort
+
+    from fashion_jax import export, load_trained, nnx_models, steps
+
+    config, state = load_trained(nnx_run)
+    assert isinstance(state.apply_fn, nnx_models.NNXApply)
+    out = tmp_path / "out"
+    assert export.main(["--workdir", str(nnx_run), "--output", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    run_accuracy = reported_accuracy(stdout, "predict")
+    for fmt in export.FORMATS:
+        assert reported_accuracy(stdout, fmt) == run_accuracy, stdout
+    images, _ = export.load_test_split(config)
+    x = images[:9]
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(
+        session.run(["logits"], {"image": x})[0],
+        np.asarray(steps.predict_logits(state, x)),
+        atol=export.TOLERANCE,
+    )
