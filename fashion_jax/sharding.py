@@ -25,22 +25,24 @@ def initialize_distributed(config) -> None:
 
     Empty coordinator address / 0 processes / process id -1 mean auto-detection, which JAX does
     on TPU VMs, SLURM and Open MPI. On CPU, collectives go through gloo. Raises ConfigError when
-    nothing names the coordinator, and UserError when the processes do not all meet within
-    `distributed_timeout_seconds` (an unreachable coordinator, a process that never started).
+    nothing names the coordinator, and UserError when a process other than 0 cannot reach the
+    coordinator within `distributed_timeout_seconds`. (Process 0 waiting for a peer that never
+    starts, or a peer lost after joining, still ends in JAX's own abort after that timeout.)
     """
     if not config.distributed:
         return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Used only by CPU devices.
     timeout = config.distributed_timeout_seconds
     try:
-        with _errors_raise_instead_of_abort():
-            jax.distributed.initialize(
-                coordinator_address=config.coordinator_address or None,
-                num_processes=config.num_processes or None,
-                process_id=config.process_id if config.process_id >= 0 else None,
-                initialization_timeout=timeout,
-                heartbeat_timeout_seconds=min(100, timeout),
-            )
+        if config.coordinator_address and config.process_id > 0:
+            _wait_for_coordinator(config.coordinator_address, timeout)
+        jax.distributed.initialize(
+            coordinator_address=config.coordinator_address or None,
+            num_processes=config.num_processes or None,
+            process_id=config.process_id if config.process_id >= 0 else None,
+            initialization_timeout=timeout,
+            heartbeat_timeout_seconds=min(100, timeout),
+        )
     except (ValueError, TypeError) as e:  # Nothing named (or detected) the coordinator.
         raise ConfigError(
             f"distributed = true, but {str(e).rstrip('.')} and none was detected: give every "
@@ -59,30 +61,27 @@ def initialize_distributed(config) -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def _errors_raise_instead_of_abort():
-    """While joining, gives JAX's distributed client an error callback: a failed connection then
-    raises in Python instead of the client's default, terminating the process (SIGABRT)."""
-    try:
-        from jax._src import distributed as jax_distributed
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+    """Raises UserError unless something accepts TCP connections at `address` (HOST:PORT) within
+    `timeout` seconds: JAX's client would otherwise end the process with a C++ check failure."""
+    import socket
+    import time
 
-        create = jax_distributed._jax.get_distributed_runtime_client
-        supported = "missed_heartbeat_callback" in (create.__doc__ or "")
-    except (ImportError, AttributeError):
-        supported = False
-    if not supported:
-        yield
-        return
-
-    def with_callback(*args, **kwargs):
-        kwargs.setdefault("missed_heartbeat_callback", lambda *status: None)
-        return create(*args, **kwargs)
-
-    jax_distributed._jax.get_distributed_runtime_client = with_callback
-    try:
-        yield
-    finally:
-        jax_distributed._jax.get_distributed_runtime_client = create
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"Could not join the distributed run at {address} within "
+                    f"distributed_timeout_seconds = {timeout:g}: the coordinator (process 0) is "
+                    "not reachable. Start all num_processes processes with the same command (or "
+                    "raise distributed_timeout_seconds)."
+                ) from None
+            time.sleep(0.5)
 
 
 def _forget_failed_client() -> None:
