@@ -3,13 +3,13 @@
 The same recipe (see experiments/frontier_093/config.py), twice as long, with the triangular
 schedule's warm-up kept at a fifth of the run. Trains on all 60,000 images.
 
-Measured (test split, seeds 0,1,2) with the network `ConvNet(widths=(16, 40, 112), extra=((2, 112),))`
-(161k parameters): 0.9348 ± 0.0016 (0.9367, 0.9341, 0.9337) at 12.98 TFLOP of training (XLA cost
-analysis), by `fashion_jax.sweep.main(["--workdir", W, "--config",
-"experiments/frontier_094/config.py", "--seeds", "0,1,2", "--config.model=NAME"])` with that
-network registered as NAME in `fashion_jax.models.MODELS` (selecting it here needs a
-`model_kwargs` key, not in this schema yet). As committed it trains `convnet_s`: 0.9305-0.9314 on
-test (seeds 0, 1). See benchmarks/NOTES.md (Frontier) and README (Recipes and accuracy).
+Network: frontier_093's (`convnet_s` with model_kwargs: `ConvNet(widths=(16, 40, 112),
+extra=((2, 112),))`, 160,810 parameters). Measured on the test split, seeds 0, 1, 2: 0.9348 ±
+0.0016 (0.9367, 0.9341, 0.9337) at 12.98 TFLOP of training (XLA cost analysis), by
+`python -m fashion_jax.sweep --workdir W --config experiments/frontier_094/config.py --seeds 0,1,2`
+(the network then registered under a name, before `model_kwargs` existed; the same network and
+recipe). The former 24/48/96 `convnet_s` reached 0.9305-0.9314 (seeds 0, 1).
+See benchmarks/NOTES.md (Frontier) and README (Recipes and accuracy).
 """
 
 from pathlib import Path
