@@ -68,7 +68,7 @@ PLOT_FILES = tuple(
         "samples.png",
     )
 )
-FILES = (CONFIG_JSON, METRICS, SUMMARY, REPORT, LOCK, *PLOT_FILES)
+FILES = (CONFIG_JSON, DATASET_JSON, METRICS, SUMMARY, REPORT, LOCK, *PLOT_FILES)
 
 
 def check_kinds(files=(), folders=(), fix: str = "Move it away and rerun.") -> None:
