@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import struct
@@ -133,3 +134,13 @@ def last_step(workdir):
         json.loads(line)["step"] for line in path.read_text().splitlines() if line.endswith("}")
     ]
     return max(steps, default=0)
+
+
+def fingerprint(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder` but the lock: equal before and after means nothing
+    was written, moved or deleted."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import shutil
 import struct
 import zlib
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import runner_args
+from conftest import fingerprint, runner_args
 
 
 @dataclasses.dataclass
@@ -679,14 +678,6 @@ def trained_run(tmp_path_factory, tiny_idx, tiny_tfds):
     w = tmp_path_factory.mktemp("trained") / "w"
     assert run.main(["--workdir", str(w), *runner_args(tiny_idx, tiny_tfds)]) == 0
     return w
-
-
-def fingerprint(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

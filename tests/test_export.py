@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, runner_args
+from conftest import ROOT, fingerprint, runner_args
 
 pytest.importorskip(
     "jax2onnx", reason='the export extra is not installed: pip install -e ".[export]"'
@@ -56,14 +54,6 @@ def nnx_run(tmp_path_factory, tiny_idx, tiny_tfds):
     args = runner_args(tiny_idx, tiny_tfds, model_kwargs=kwargs, num_epochs=2)
     assert run.main(["--workdir", str(w), *args]) == 0
     return w
-
-
-def fingerprint(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
 
 
 def reported_accuracy(stdout: str, name: str) -> float:
