@@ -8,7 +8,7 @@ wall time per recipe with its ratio to the tutorial's median wall time; appends 
 results.jsonl and draws docs/figures/frontier.png (test accuracy against wall minutes).
 
   python benchmarks/frontier.py                                  # all recipes, seeds 0,1,2
-  python benchmarks/frontier.py --recipes frontier_093 --seeds 0 --keras-runs 1
+  python benchmarks/frontier.py --recipes convnet_5ep --seeds 0 --keras-runs 1
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def draw(rows: list[dict], path: Path = FIGURE) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipes", default="frontier_093,frontier_094,best")
+    parser.add_argument("--recipes", default="convnet_5ep,convnet_10ep,convnet_l_20ep")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--keras-runs", type=int, default=None, help="default: one per seed")
     args = parser.parse_args()

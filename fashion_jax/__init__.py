@@ -20,7 +20,8 @@ XLA_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
 
 
 def _set_cpu_xla_flags() -> str:
-    """Route XLA:CPU convolutions to Eigen, keeping YNNPACK for dots: 2.7x faster training here.
+    """Route XLA:CPU convolutions to Eigen, keeping YNNPACK for dots: a SeedCNN train step at batch
+    64 takes 21.9 ms instead of 36.4 (1.7x; `benchmarks/step_speed.py`, in benchmarks/results.jsonl).
 
     jaxlib 0.10 sends convolutions, reductions and elementwise ops to YNNPACK by default, which is
     much slower for this network (benchmarks/NOTES.md). Only set for the jaxlib versions where it

@@ -116,7 +116,7 @@ def check_resume(previous, config, workdir="the workdir") -> None:
     changed = [
         f"{k}: {_plain(previous[k])!r} -> {_plain(config[k])!r}"
         for k in sorted(config.keys())
-        if k not in RESUMABLE_KEYS and k in previous and _plain(previous[k]) != _plain(config[k])
+        if k not in RESUMABLE_KEYS and k in previous and not _same(k, previous[k], config[k])
     ]
     if changed:
         raise CheckpointError(
@@ -126,6 +126,16 @@ def check_resume(previous, config, workdir="the workdir") -> None:
             "Use another --workdir, or pass --restart to start afresh (the old outputs are moved to a "
             "backup folder, not deleted)."
         )
+
+
+def _same(key, old, new) -> bool:
+    """Whether a key's recorded value and its new one mean the same training."""
+    old, new = _plain(old), _plain(new)
+    if key == "schedule":  # A deprecated schedule name is the schedule it was renamed to.
+        from fashion_jax.optimizers import SCHEDULE_ALIASES
+
+        old, new = SCHEDULE_ALIASES.get(old, old), SCHEDULE_ALIASES.get(new, new)
+    return old == new
 
 
 def _plain(value):

@@ -30,11 +30,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from fashion_jax import models, steps
 from fashion_jax.errors import UserError
@@ -85,71 +83,8 @@ class Result:
 # --- The readable formulation -----------------------------------------------------------------
 
 
-class PlainConvBlock(nn.Module):
-    """`models.ConvBlock` in standard ops: SAME 3x3 convolution, (2x2 max pool), batch norm, ReLU.
-
-    Same parameters ("kernel" [3, 3, Cin, features], "BatchNorm_0") and values: the fast block's
-    zero padding plus VALID convolution is the SAME convolution, and computing only the rows the
-    floor pooling keeps leaves the pooled values as they are.
-    """
-
-    features: int
-    pool: bool = False
-    bn_momentum: float = 0.9
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        """x: float[B, H, W, Cin] -> float[B, H, W, features] (H // 2, W // 2 with `pool`)."""
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
-        )
-        y = lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel.astype(self.dtype),
-            (1, 1),
-            "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        if self.pool:
-            y = nn.max_pool(y, window_shape=(2, 2), strides=(2, 2), padding="VALID")
-        y = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            dtype=self.dtype,
-            name="BatchNorm_0",
-        )(y)
-        return nn.relu(y)
-
-
-class PlainConvNet(nn.Module):
-    """`models.ConvNet` built from `PlainConvBlock`s: the same fields, parameters and logits."""
-
-    num_classes: int = 10
-    widths: tuple[int, ...] = (24, 48, 96)
-    extra: tuple[tuple[int, int], ...] = ()
-    bn_momentum: float = 0.9
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        """x: float32[B, H, W, 1] in [0, 1] -> logits float32[B, num_classes]."""
-        x = x - 0.286
-        block = lambda width, pool, i: PlainConvBlock(
-            width, pool, self.bn_momentum, self.dtype, name=f"ConvBlock_{i}"
-        )
-        n = 0
-        for i, width in enumerate(self.widths):
-            x, n = block(width, True, n)(x, train), n + 1
-            for after, extra_width in self.extra:
-                if after == i:
-                    x, n = block(extra_width, False, n)(x, train), n + 1
-        x = x.max(axis=(1, 2))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="Dense_0")(x).astype(jnp.float32)
-
-
 # Fast model class -> its readable counterpart (a Linen module with the same fields and params).
-READABLE = {models.SeedCNN: models.PlainSeedCNN, models.ConvNet: PlainConvNet}
+READABLE = {models.SeedCNN: models.PlainSeedCNN, models.ConvNet: models.PlainConvNet}
 
 
 def readable_apply_fn(apply_fn: Callable) -> Callable | None:

@@ -1,6 +1,6 @@
 """Run one experiment over several seeds and report mean ± std of test accuracy and wall time.
 
-  python -m fashion_jax.sweep --workdir experiments/frontier_094 --seeds 0,1,2 [--config.KEY=VALUE ...]
+  python -m fashion_jax.sweep --workdir experiments/convnet_10ep --seeds 0,1,2 [--config.KEY=VALUE ...]
 
 The config is `WORKDIR/config.py` (or `--config FILE`) with the overrides; seed S trains in
 `WORKDIR/seed_S/` exactly like `python -m fashion_jax.run --workdir WORKDIR/seed_S --config.seed=S`,
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from fashion_jax import config as config_lib
-from fashion_jax import run, sharding
+from fashion_jax import formatting, run, sharding
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import UserError
 
@@ -80,16 +80,31 @@ def mean_std(values) -> tuple[float | None, float | None]:
 
 
 def table(rows: list[dict]) -> str:
-    fmt = lambda v, f: "n/a" if v is None else format(v, f)
-    lines = ["| seed | test acc | val acc | train s | wall s |", "|---:|---:|---:|---:|---:|"]
-    lines += [
-        f"| {r['seed']} | {fmt(r['test_accuracy'], '.4f')} | {fmt(r['validation_accuracy'], '.4f')} | "
-        f"{fmt(r['train_seconds'], '.1f')} | {fmt(r['wall_seconds'], '.1f')} |"
-        for r in rows
+    """One line per seed, then the mean ± std of test accuracy and times."""
+    lines = [
+        formatting.table(
+            ["seed", "test acc", "val acc", "train s", "wall s"],
+            [
+                [
+                    r["seed"],
+                    formatting.number(r["test_accuracy"]),
+                    formatting.number(r["validation_accuracy"]),
+                    formatting.number(r["train_seconds"], "{:.1f}"),
+                    formatting.number(r["wall_seconds"], "{:.1f}"),
+                ]
+                for r in rows
+            ],
+            align="rrrrr",
+        )
     ]
-    for key, f in (("test_accuracy", ".4f"), ("wall_seconds", ".1f"), ("train_seconds", ".1f")):
+    for key, f in (
+        ("test_accuracy", "{:.4f}"),
+        ("wall_seconds", "{:.1f}"),
+        ("train_seconds", "{:.1f}"),
+    ):
         m, s = mean_std(r[key] for r in rows)
-        lines.append(f"\n{key}: {fmt(m, f)} ± {fmt(s, f)} over {len(rows)} seed(s)")
+        n = formatting.number
+        lines.append(f"\n{key}: {n(m, f)} ± {n(s, f)} over {len(rows)} seed(s)")
     return "\n".join(lines)
 
 

@@ -60,21 +60,31 @@ def tiny_tfds(tmp_path_factory, tiny_idx) -> Path:
     return data_dir
 
 
+# A short run on the tiny dataset (20 steps per epoch): the runner flags and the in-process config.
+TINY_RUN = {
+    "download": "false",
+    "num_epochs": 2,
+    "batch_size": 32,
+    "log_every_steps": 5,
+    "checkpoint_every_steps": 10,
+    "eval_batch_size": 100,
+    "progress_bar": "false",
+}
+
+
 def runner_args(idx_dir, tfds_dir, **overrides) -> list[str]:
     """`--config.KEY=VALUE` flags for a short run on the tiny dataset (20 steps per epoch)."""
-    values = {
-        "data_dir": tfds_dir,
-        "idx_dir": idx_dir,
-        "download": "false",
-        "num_epochs": 2,
-        "batch_size": 32,
-        "log_every_steps": 5,
-        "checkpoint_every_steps": 10,
-        "eval_batch_size": 100,
-        "progress_bar": "false",
-        **overrides,
-    }
+    values = {"data_dir": tfds_dir, "idx_dir": idx_dir, **TINY_RUN, **overrides}
     return [f"--config.{key}={value}" for key, value in values.items()]
+
+
+def tiny_config(idx_dir, tfds_dir, **overrides):
+    """The validated config of `runner_args`'s run, for calling the library in process."""
+    from fashion_jax import config as config_lib
+
+    values = {"data_dir": tfds_dir, "idx_dir": idx_dir, **TINY_RUN, **overrides}
+    values = {k: str(v) for k, v in values.items()}
+    return config_lib.validate(config_lib.apply_overrides(config_lib.get_config(), values))
 
 
 @pytest.fixture

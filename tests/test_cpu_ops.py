@@ -1,13 +1,12 @@
 """Every fast CPU formulation computes what the plain version computes: values and gradients."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fashion_jax import cpu_ops
-from fashion_jax.models import MODELS, ConvBlock
+from fashion_jax.models import MODELS, ConvBlock, PlainConvBlock
 from fashion_jax.steps import cross_entropy
 
 SHAPES = {  # op -> (input shape, kernel shape or None)
@@ -79,25 +78,6 @@ def test_fast_network_computes_what_its_plain_linen_version_computes(fast_name, 
         loss(fast)(params),
         loss(plain)(params),
     )
-
-
-class PlainConvBlock(nn.Module):
-    """ConvBlock written the obvious way: nn.Conv SAME, nn.max_pool, nn.BatchNorm, relu."""
-
-    features: int
-    pool: bool
-
-    @nn.compact
-    def __call__(self, x, train):
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
-        )
-        y = jax.lax.conv_general_dilated(
-            x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        if self.pool:
-            y = nn.max_pool(y, (2, 2), (2, 2), padding="VALID")
-        return nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(y))
 
 
 @pytest.mark.parametrize(

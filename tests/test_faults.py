@@ -4,30 +4,34 @@ interruptions at awkward moments, and the Python API's own checks."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import runner_args
+from conftest import assert_clean_error, run_module, runner_args, start
 
 
 def test_a_workdir_without_config_py_says_it_trains_the_defaults(tmp_path, capsys):
     """A misspelt experiment name is named, with the close one beside it, in one note line."""
     from fashion_jax import run
 
-    (tmp_path / "frontier_093").mkdir()
-    (tmp_path / "frontier_093" / "config.py").write_text("")
-    config = run.resolve_config(str(tmp_path / "frontier_93"), None, {"num_epochs": "3"})
+    (tmp_path / "convnet_5ep").mkdir()
+    (tmp_path / "convnet_5ep" / "config.py").write_text("")
+    config = run.resolve_config(str(tmp_path / "convnet_5epp"), None, {"num_epochs": "3"})
     out = capsys.readouterr().out
     assert config.num_epochs == 3 and config.model == "seed_cnn"
     notes = [line for line in out.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1, out
     assert "trains the defaults" in notes[0]
-    assert f"Did you mean --workdir {tmp_path / 'frontier_093'}?" in notes[0]
+    assert f"Did you mean --workdir {tmp_path / 'convnet_5ep'}?" in notes[0]
     assert "experiments/<name>/config.py" in notes[0]
 
 
@@ -93,7 +97,6 @@ def test_a_sweep_rerun_with_a_resumable_key_keeps_finished_seeds(
     tmp_path, tiny_idx, tiny_tfds, capsys
 ):
     """Changing only how a run is watched (log_every_steps) does not retrain or re-time a seed."""
-    import json
 
     from fashion_jax import sweep
 
@@ -110,7 +113,6 @@ def test_a_sweep_rerun_with_a_resumable_key_keeps_finished_seeds(
 
 
 def _free_port() -> int:
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -123,9 +125,6 @@ def test_a_distributed_run_whose_coordinator_is_unreachable_stops_with_one_line(
     """Nobody listens at the coordinator process 1 is given: one error line within the timeout
     (plus start-up), not a C++ abort."""
     process_id = 1
-    import time
-
-    from conftest import assert_clean_error, run_module
 
     start = time.perf_counter()
     proc = run_module(
@@ -149,7 +148,6 @@ def test_a_distributed_run_whose_coordinator_is_unreachable_stops_with_one_line(
 
 
 def test_distributed_without_a_coordinator_is_one_line(tmp_path, tiny_args):
-    from conftest import assert_clean_error, run_module
 
     proc = run_module(
         "fashion_jax.run",
@@ -227,22 +225,10 @@ def test_a_reader_lists_again_when_retention_removed_what_it_listed(trained, tmp
 def test_a_workdir_renamed_mid_run_stops_with_one_line_and_resumes(tmp_path, tiny_args):
     """Renaming (or deleting) the workdir under a trainer stops it at the next log or save step,
     instead of ending with exit 0 and a run split in two folders; moving it back resumes."""
-    import json
-    import sys
-    import time
-
-    from conftest import ROOT, run_module
 
     w, moved = tmp_path / "w", tmp_path / "moved"
     args = [*tiny_args, "--config.num_epochs=6", "--config.log_every_steps=2"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fashion_jax.run", "--workdir", str(w), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"},
-        cwd=ROOT,
-    )
+    proc = start(w, args)
     deadline = time.time() + 240
     while not (w / "checkpoints" / "10").is_dir() and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -260,7 +246,6 @@ def test_a_workdir_renamed_mid_run_stops_with_one_line_and_resumes(tmp_path, tin
 
 
 def _evals(workdir: Path) -> list[dict]:
-    import json
 
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
@@ -275,7 +260,6 @@ def test_a_real_full_disk_is_one_line_and_the_run_resumes_exactly(tmp_path, tiny
     """A 3 MB file system holds one checkpoint (1.6 MB) but not two: the second save fails for
     real (no mock). One error line, the first checkpoint intact, and after space is freed the
     same command resumes and ends exactly where an uninterrupted run ends."""
-    from conftest import run_module
 
     with small_filesystem(tmp_path / "disk", "3m") as disk:
         full = run_module("fashion_jax.run", "--workdir", disk / "w", *tiny_args, timeout=300)
@@ -297,15 +281,9 @@ def test_a_run_interrupted_at_any_moment_resumes_by_rerunning_it(tmp_path, tiny_
     """SIGINT during start-up and the first compilation, then SIGTERM and kill -9 in the window
     between checkpoints/ appearing and config.json being written: each ends without a traceback
     (or dies, for kill -9), and rerunning the same command finishes the run exactly."""
-    import signal
-    import sys
-    import time
-
-    from conftest import ROOT, run_module
 
     w = tmp_path / "w"
     args = [*tiny_args, "--config.num_epochs=1"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
     def in_window(proc):
         return (w / "checkpoints").is_dir() and not (w / "config.json").exists()
@@ -321,14 +299,7 @@ def test_a_run_interrupted_at_any_moment_resumes_by_rerunning_it(tmp_path, tiny_
     ]
     landed = []
     for k, (name, sig, moment) in enumerate(moments):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fashion_jax.run", "--workdir", str(w), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
+        proc = start(w, args)
         since = time.time()
         while proc.poll() is None and not moment(proc) and time.time() - since < 120:
             time.sleep(0.005)

@@ -178,6 +178,18 @@ def test_the_triangular_schedule_and_its_old_name_linear():
     ]
 
 
+def test_a_run_started_with_linear_resumes_as_triangular_but_not_as_cosine():
+    """The renamed schedule is the same training, so a workdir recorded with the old name resumes
+    under the new one; another schedule is still refused."""
+    from fashion_jax.config import check_resume
+    from fashion_jax.errors import CheckpointError
+
+    previous = {**config().to_dict(), "schedule": "linear"}
+    check_resume(previous, config(schedule="triangular"))
+    with pytest.raises(CheckpointError, match="schedule: 'linear' -> 'cosine'"):
+        check_resume(previous, config(schedule="cosine"))
+
+
 def test_label_smoothing_matches_the_smoothed_targets():
     logits = jax.random.normal(jax.random.key(0), (5, 10))
     labels = jnp.array([0, 3, 9, 2, 2])

@@ -9,24 +9,16 @@ import sys
 import numpy as np
 import pytest
 
+import conftest
 from fashion_jax import config as config_lib
 from fashion_jax import data, metrics, train, workdir
 
 
 def tiny_config(tiny_idx, tiny_tfds, **overrides):
-    values = {
-        "data_dir": str(tiny_tfds),
-        "idx_dir": str(tiny_idx),
-        "download": "false",
-        "num_epochs": "3",
-        "batch_size": "32",
-        "log_every_steps": "5",
-        "checkpoint_every_steps": "0",
-        "eval_batch_size": "100",
-        "progress_bar": "false",
-        **{k: str(v) for k, v in overrides.items()},
-    }
-    return config_lib.validate(config_lib.apply_overrides(config_lib.get_config(), values))
+    """conftest's tiny run, 3 epochs, checkpoints at epoch ends only."""
+    return conftest.tiny_config(
+        tiny_idx, tiny_tfds, **{"num_epochs": 3, "checkpoint_every_steps": 0, **overrides}
+    )
 
 
 def test_stop_when_ends_the_run_mid_epoch_with_a_checkpoint_and_a_summary(

@@ -13,27 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tiny_config
 from fashion_jax import config as config_lib
 from fashion_jax import data, programs, sharding, steps, train
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, UserError
-
-
-def tiny_config(tiny_idx, tiny_tfds, **overrides):
-    values = {
-        "data_dir": str(tiny_tfds),
-        "idx_dir": str(tiny_idx),
-        "download": "false",
-        "num_epochs": "2",
-        "batch_size": "32",
-        "log_every_steps": "5",
-        "checkpoint_every_steps": "10",
-        "eval_batch_size": "100",
-        "progress_bar": "false",
-        **{k: str(v) for k, v in overrides.items()},
-    }
-    return config_lib.validate(config_lib.apply_overrides(config_lib.get_config(), values))
 
 
 def test_chunks_end_exactly_at_log_checkpoint_and_epoch_boundaries():

@@ -8,7 +8,7 @@ Network: `convnet_s` with `model_kwargs` widths (16, 40, 112) and one more 112-c
 3x3, i.e. `ConvNet(widths=(16, 40, 112), extra=((2, 112),))`: 160,810 parameters, 6.5 MFLOP per
 image, the width spent at 7x7 and 3x3 instead of 28x28. Measured on the test split, seeds 0, 1, 2,
 60,000 training images: 0.9298 ± 0.0020 at 6.49 TFLOP of training (XLA cost analysis), by
-`python -m fashion_jax.sweep --workdir W --config experiments/frontier_093/config.py --seeds 0,1,2`
+`python -m fashion_jax.sweep --workdir W --config experiments/convnet_5ep/config.py --seeds 0,1,2`
 (the network then registered under a name, before `model_kwargs` existed; the same network and
 recipe). The former 24/48/96 `convnet_s` reached 0.924-0.925 (seeds 0, 2) at 6.6 TFLOP.
 See benchmarks/NOTES.md (Frontier) and README (Accuracy).
