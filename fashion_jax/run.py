@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fashion_jax import config as config_lib
-from fashion_jax import sharding
+from fashion_jax import sharding, supervisor
 from fashion_jax.errors import ConfigError, UserError
 from fashion_jax.preemption import Preempted
 
@@ -212,10 +212,20 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
         logging.getLogger("absl").removeFilter(quiet)
 
 
+def config_of(argv: list[str]):
+    """The config a command line asks for (printing what `resolve_config` notes)."""
+    args, overrides = parse_args(argv)
+    return resolve_config(args.workdir, args.config, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else argv
     where: dict[str, str] = {}
+    command = f"python -m fashion_jax.run {' '.join(argv)}"
+    watched = supervisor.distributed_config(lambda: config_of(argv))
+    if watched is not None:
+        return supervisor.run_watched(argv, "fashion_jax.run", watched, command)
 
     def body() -> int:
         args, overrides = parse_args(argv)
@@ -235,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 0
 
-    return guarded(body, f"python -m fashion_jax.run {' '.join(argv)}", where)
+    return guarded(body, command, where)
 
 
 if __name__ == "__main__":

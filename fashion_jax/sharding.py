@@ -26,8 +26,9 @@ def initialize_distributed(config) -> None:
     Empty coordinator address / 0 processes / process id -1 mean auto-detection, which JAX does
     on TPU VMs, SLURM and Open MPI. On CPU, collectives go through gloo. Raises ConfigError when
     nothing names the coordinator, and UserError when a process other than 0 cannot reach the
-    coordinator within `distributed_timeout_seconds`. (Process 0 waiting for a peer that never
-    starts, or a peer lost after joining, still ends in JAX's own abort after that timeout.)
+    coordinator within `distributed_timeout_seconds`. Process 0 waiting for a peer that never
+    starts, or a peer lost after joining, ends in JAX's own abort after that timeout; the runner
+    turns that into one error line (`supervisor`).
     """
     if not config.distributed:
         return

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from fashion_jax import config as config_lib
-from fashion_jax import formatting, run, sharding
+from fashion_jax import formatting, run, sharding, supervisor
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import UserError
 
@@ -118,6 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="config file (default: WORKDIR/config.py)")
     rows = []
     where: dict[str, str] = {}
+    command = f"python -m fashion_jax.sweep {' '.join(argv)}"
+
+    def base_config():
+        flags, overrides = run.split_overrides(argv)
+        args = parser.parse_args(flags)
+        return run.resolve_config(args.workdir, args.config, overrides)
+
+    watched = supervisor.distributed_config(base_config)
+    if watched is not None:
+        return supervisor.run_watched(argv, "fashion_jax.sweep", watched, command)
 
     def body() -> int:
         flags, overrides = run.split_overrides(argv)
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         where["sweep"] = args.workdir
         return 0
 
-    status = run.guarded(body, f"python -m fashion_jax.sweep {' '.join(argv)}", where)
+    status = run.guarded(body, command, where)
     if status:
         return status
     text = table(rows)
