@@ -171,31 +171,38 @@ class _EventFileWriter:
         self._writer.close()
 
 
-def summary(run, step: int, train_seconds: float) -> dict[str, Any]:
-    """summary.json: the final numbers of the state trained to `step` (not the config's plan), its
-    costs (`run.costs`) and the machine; `run` is a `train.Run`."""
-    history = [r for r in read(run.workdir) if r["type"] == "eval"] if run.is_main else []
+def summary(
+    last_eval: dict | None,
+    *,
+    step: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    train_seconds: float,
+    costs: dict[str, Any],
+    devices: int,
+) -> dict[str, Any]:
+    """summary.json: the final numbers (`last_eval`, the newest "eval" record, or None) of the
+    state trained to `step` (not the config's plan), its costs (`programs.costs`: params, forward
+    and train-step FLOPs) and the machine."""
     import jax
 
-    last = history[-1] if history else {}
-    seconds = train_seconds
+    last = last_eval or {}
+    flops = costs["train_step_flops"]
     return {
         "test_accuracy": last.get("test_accuracy"),
         "test_loss": last.get("test_loss"),
         "validation_accuracy": last.get("validation_accuracy"),
-        "epochs": step // run.steps_per_epoch
-        if step % run.steps_per_epoch == 0
-        else step / run.steps_per_epoch,
+        "epochs": step // steps_per_epoch
+        if step % steps_per_epoch == 0
+        else step / steps_per_epoch,
         "steps": step,
-        "train_seconds": seconds,
-        "images_per_second": step * run.config.batch_size / seconds if seconds else None,
-        "params": run.costs["params"],
-        "forward_flops_per_image": run.costs["forward_flops"],
-        "train_flops_per_step": run.costs["train_step_flops"],
-        "train_flops_total": run.costs["train_step_flops"] * step
-        if run.costs["train_step_flops"]
-        else None,
-        "devices": run.mesh.devices.size,
+        "train_seconds": train_seconds,
+        "images_per_second": step * batch_size / train_seconds if train_seconds else None,
+        "params": costs["params"],
+        "forward_flops_per_image": costs["forward_flops"],
+        "train_flops_per_step": flops,
+        "train_flops_total": flops * step if flops else None,
+        "devices": devices,
         "processes": jax.process_count(),
         "platform": jax.devices()[0].platform,
         "device_kind": jax.devices()[0].device_kind,

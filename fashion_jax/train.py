@@ -345,10 +345,22 @@ def train_and_evaluate(
             if is_main:  # Only once the config is known to work with the data and the checkpoint.
                 (workdir / workdir_lib.CONFIG_JSON).write_text(config_lib.to_json(config) + "\n")
                 workdir_lib.write_dataset_info(workdir, info)
-            state, loop = _train(run, state, loop, early_stop)
+            state, loop, last_eval = _train(run, state, loop, early_stop)
         finally:
             run.ckpt.close()
-        summary = metrics_lib.summary(run, int(state.step), loop.train_seconds)
+        if last_eval is None and is_main:  # No epoch ended in this call: the newest on record.
+            last_eval = next(
+                (r for r in reversed(metrics_lib.read(workdir)) if r["type"] == "eval"), None
+            )
+        summary = metrics_lib.summary(
+            last_eval,
+            step=int(state.step),
+            steps_per_epoch=run.steps_per_epoch,
+            batch_size=config.batch_size,
+            train_seconds=loop.train_seconds,
+            costs=run.costs,
+            devices=run.mesh.devices.size,
+        )
         run.writer.finish(config, summary)
         if is_main:
             (workdir / workdir_lib.SUMMARY).write_text(_json(summary))
@@ -358,11 +370,13 @@ def train_and_evaluate(
 
 
 def _train(run: Run, state, loop: LoopState, stop: StopFlag | None = None):
-    """The epochs, from wherever `state` stands. Returns the final (state, loop)."""
+    """The epochs, from wherever `state` stands. Returns the final (state, loop, the last "eval"
+    record, or None if no epoch ended)."""
     config, spe = run.config, run.steps_per_epoch
     step = int(state.step)
     run.writer.start(step, config)
     window = programs.new_window(run.mesh, loop.window_loss, loop.window_accuracy)
+    record = None
     if run.is_main:
         print(
             f"Training {config.model} on {len(run.images)} examples, {spe} steps/epoch, {config.num_epochs} "
@@ -390,7 +404,7 @@ def _train(run: Run, state, loop: LoopState, stop: StopFlag | None = None):
             if run.stop_when is not None and run.stop_when(record):
                 break
     run.ckpt.wait()
-    return state, loop
+    return state, loop, record
 
 
 def _json(value) -> str:
