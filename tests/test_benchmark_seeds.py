@@ -55,4 +55,4 @@ def test_seeds_are_recorded_and_read_back_newest_first(tmp_path, monkeypatch, ca
     ]
     got = seeds.recorded("convnet_l_20ep")
     assert [(r["seed"], r["test_accuracy"]) for r in got] == [(0, 0.94), (1, 0.92), (2, 0.5)]
-    assert "convnet_l_20ep: 0.7867 ± 0.2458 over 3 seed(s)" in capsys.readouterr().out
+    assert "convnet_l_20ep: 0.7867 ± 0.2485 over 3 seed(s)" in capsys.readouterr().out
