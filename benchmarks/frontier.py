@@ -5,7 +5,8 @@ Runs the tutorial's Keras code (10 epochs) and each recipe over several seeds, a
 timed from launch to exit (imports, data, compilation, training and every evaluation included).
 Prints mean ± std of test accuracy, parameters, FLOPs (XLA's cost analysis x steps), epochs and
 wall time per recipe with its ratio to the tutorial's median wall time; appends everything to
-results.jsonl and draws docs/figures/frontier.png (test accuracy against wall minutes).
+results.jsonl and draws docs/figures/frontier_wall.png (test accuracy against wall minutes; the
+compute figure, docs/figures/frontier.png, is benchmarks/seeds.py's).
 
   python benchmarks/frontier.py                                  # all recipes, seeds 0,1,2
   python benchmarks/frontier.py --recipes convnet_5ep --seeds 0 --keras-runs 1
@@ -23,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, TARGETS, record, run_keras, run_timed, runner_command, table  # noqa: E402
 
-FIGURE = ROOT / "docs" / "figures" / "frontier.png"
+FIGURE = ROOT / "docs" / "figures" / "frontier_wall.png"
 
 
 def keras_row(epochs: int = 10) -> dict:

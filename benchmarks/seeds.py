@@ -1,17 +1,22 @@
-"""Records the finished seeds of a sweep as `frontier_seed` rows of results.jsonl, with the machine.
+"""The accuracy frontier in compute: each recipe's seeds, recorded, summed up and drawn.
 
   python -m fashion_jax.sweep --workdir W --config experiments/NAME/config.py --seeds 0,1,2
-  python benchmarks/seeds.py --recipe NAME --sweep W --seeds 0        # as each seed finishes
+  python benchmarks/seeds.py --recipe NAME --sweep W --seeds 0     # record seeds as they finish
+  python benchmarks/seeds.py                                       # the table and the figure only
 
-Accuracy and compute come from each seed's summary.json (test split; training FLOPs by XLA's cost
-analysis); its train seconds are recorded too, but only runs timed by frontier.py on a quiet
-machine are speed figures. Prints every recorded seed of the recipe and their mean ± std.
+Recording appends `frontier_seed` rows (with the machine) to results.jsonl from each seed's
+summary.json: test accuracy, and training FLOPs by XLA's cost analysis, which do not depend on the
+machine's load. Its train seconds are kept too, but only frontier.py's runs (alternated with
+Keras on a quiet machine) are speed figures. Then prints, for every recipe with a target, the mean
+± std over its recorded seeds against the target, and draws docs/figures/frontier.png (test
+accuracy against training TFLOP, with the targets).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -20,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 KIND = "frontier_seed"
+FIGURE = common.ROOT / "docs" / "figures" / "frontier.png"
+# Compute limits of the targets (TFLOP of training): half the tutorial's 15.1, the tutorial's, and
+# a tenth of a 300-epoch ResNet-20's ~3.3 PFLOP.
+BUDGETS = {"convnet_5ep": 7.5, "convnet_10ep": 15.1, "convnet_l_20ep": 330.0}
 
 
 def row(recipe: str, workdir: Path) -> dict:
@@ -51,31 +60,99 @@ def recorded(recipe: str) -> list[dict]:
     return [rows[s] for s in sorted(rows)]
 
 
+def summarize() -> list[dict]:
+    """Per recipe with a budget: seeds, mean ± std of test accuracy, TFLOP, target, met or not."""
+    out = []
+    for recipe, budget in BUDGETS.items():
+        rows = recorded(recipe)
+        if not rows:
+            continue
+        accs = [r["test_accuracy"] for r in rows]
+        mean, std = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+        out.append(
+            {
+                "recipe": recipe,
+                "seeds": len(rows),
+                "test_acc_mean": round(mean, 4),
+                "test_acc_std": round(std, 4),
+                "params": rows[-1].get("params"),
+                "epochs": rows[-1].get("epochs"),
+                "train_examples": rows[-1].get("train_examples"),
+                "train_tflop": rows[-1].get("train_tflop"),
+                "target": f">= {common.TARGETS[recipe]} at <= {budget:g}",
+                "met": mean >= common.TARGETS[recipe] and rows[-1]["train_tflop"] <= budget,
+                "accuracies": accs,
+            }
+        )
+    return out
+
+
+def draw(summary: list[dict], path: Path = FIGURE) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, r in enumerate(summary):
+        color = f"C{i}"
+        ax.scatter(
+            [r["train_tflop"]] * len(r["accuracies"]), r["accuracies"], color=color, s=14, alpha=0.5
+        )
+        ax.errorbar(
+            [r["train_tflop"]],
+            [r["test_acc_mean"]],
+            yerr=[r["test_acc_std"]],
+            color=color,
+            marker="D",
+            capsize=4,
+            label=f"{r['recipe']}: {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} ({r['seeds']} seeds)",
+        )
+        budget, target = BUDGETS[r["recipe"]], common.TARGETS[r["recipe"]]
+        ax.scatter([budget], [target], color=color, marker="*", s=120, edgecolor="black")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute, TFLOP (XLA cost analysis; log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Fashion-MNIST: accuracy against training compute (stars: targets)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipe", required=True, help="the experiment's name (experiments/NAME)")
-    parser.add_argument("--sweep", required=True, type=Path, help="the sweep's --workdir")
+    parser.add_argument("--recipe", help="the experiment's name (experiments/NAME) to record")
+    parser.add_argument("--sweep", type=Path, help="the sweep's --workdir")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--figure", type=Path, default=FIGURE)
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    rows = [row(args.recipe, args.sweep / f"seed_{s}") for s in seeds]
-    config = json.loads((args.sweep / f"seed_{seeds[0]}" / "config.json").read_text())
+    if args.recipe:
+        if args.sweep is None:
+            parser.error("--recipe needs --sweep")
+        record(args.recipe, args.sweep, [int(s) for s in args.seeds.split(",")], args.seeds)
+    summary = summarize()
+    columns = ["recipe", "seeds", "test_acc_mean", "test_acc_std", "params", "epochs"]
+    print(common.table(summary, [*columns, "train_examples", "train_tflop", "target", "met"]))
+    draw(summary, args.figure)
+    print(f"figure: {os.path.relpath(args.figure, common.ROOT)}")
+
+
+def record(recipe: str, sweep: Path, seeds: list[int], spelled: str) -> None:
+    rows = [row(recipe, sweep / f"seed_{s}") for s in seeds]
+    config = json.loads((sweep / f"seed_{seeds[0]}" / "config.json").read_text())
     common.record(
         KIND,
         rows,
         {
             "model": f"{config['model']} {config.get('model_kwargs') or ''}".strip(),
             "command": f"python -m fashion_jax.sweep --workdir W --config "
-            f"experiments/{args.recipe}/config.py --seeds {args.seeds}",
+            f"experiments/{recipe}/config.py --seeds {spelled}",
             "note": "train_tflop from summary.json (XLA cost analysis); train_s on a shared "
             "2-core VM, not a speed figure",
         },
     )
-    every = recorded(args.recipe)
-    print(common.table(every, ["system", "seed", "test_accuracy", "epochs", "train_tflop"]))
-    accs = [r["test_accuracy"] for r in every]
-    spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"\n{args.recipe}: {statistics.fmean(accs):.4f} ± {spread:.4f} over {len(accs)} seed(s)")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,17 @@ def test_seeds_are_recorded_and_read_back_newest_first(tmp_path, monkeypatch, ca
     monkeypatch.setattr(
         sys,
         "argv",
-        ["seeds.py", "--recipe", "convnet_l_20ep", "--sweep", str(sweep), "--seeds", "0,1"],
+        [
+            "seeds.py",
+            "--recipe",
+            "convnet_l_20ep",
+            "--sweep",
+            str(sweep),
+            "--seeds",
+            "0,1",
+            "--figure",
+            str(tmp_path / "f.png"),
+        ],
     )
     seeds.main()
     entry = json.loads(results.read_text().splitlines()[-1])
@@ -55,4 +65,6 @@ def test_seeds_are_recorded_and_read_back_newest_first(tmp_path, monkeypatch, ca
     ]
     got = seeds.recorded("convnet_l_20ep")
     assert [(r["seed"], r["test_accuracy"]) for r in got] == [(0, 0.94), (1, 0.92), (2, 0.5)]
-    assert "convnet_l_20ep: 0.7867 ± 0.2485 over 3 seed(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| convnet_l_20ep | 3 | 0.7867 | 0.2485 |" in out, out
+    assert (tmp_path / "f.png").stat().st_size > 10_000
