@@ -7,6 +7,7 @@ children): the drivers start the runner and Keras as fresh processes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -181,3 +182,25 @@ def _formatting():
         spec.loader.exec_module(module)
         sys.modules["_fashion_jax_formatting"] = module
     return sys.modules["_fashion_jax_formatting"]
+
+
+@contextlib.contextmanager
+def accuracy_figure(path: Path, xlabel: str, title: str):
+    """`with accuracy_figure(path, xlabel, title) as ax:` draw test accuracy against a log-scale x;
+    on leaving, the axes are labelled, the legend placed and the PNG written to `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    yield ax
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)

@@ -22,7 +22,16 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, TARGETS, record, run_keras, run_timed, runner_command, table  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    TARGETS,
+    accuracy_figure,
+    record,
+    run_keras,
+    run_timed,
+    runner_command,
+    table,
+)
 
 FIGURE = ROOT / "docs" / "figures" / "frontier_wall.png"
 
@@ -93,38 +102,25 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def draw(rows: list[dict], path: Path = FIGURE) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for i, system in enumerate(dict.fromkeys(r["system"] for r in rows)):
-        rs = [r for r in rows if r["system"] == system]
-        color = "black" if system.startswith("keras") else f"C{i}"
-        ax.scatter(
-            [r["wall_s"] / 60 for r in rs],
-            [r["test_accuracy"] for r in rs],
-            color=color,
-            alpha=0.5,
-            s=18,
-        )
-        mx = statistics.median(r["wall_s"] for r in rs) / 60
-        my = statistics.fmean(r["test_accuracy"] for r in rs)
-        ax.scatter(
-            [mx], [my], color=color, marker="D", s=50, label=f"{system} ({my:.4f}, {mx:.1f} min)"
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("wall-clock minutes on this machine (launch to exit; log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(
-        "Fashion-MNIST: accuracy against CPU time (dots: seeds; diamonds: mean)", fontsize=10
-    )
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with accuracy_figure(
+        path,
+        "wall-clock minutes on this machine (launch to exit; log scale)",
+        "Fashion-MNIST: accuracy against CPU time (dots: seeds; diamonds: mean)",
+    ) as ax:
+        for i, system in enumerate(dict.fromkeys(r["system"] for r in rows)):
+            rs = [r for r in rows if r["system"] == system]
+            color = "black" if system.startswith("keras") else f"C{i}"
+            ax.scatter(
+                [r["wall_s"] / 60 for r in rs],
+                [r["test_accuracy"] for r in rs],
+                color=color,
+                alpha=0.5,
+                s=18,
+            )
+            mx = statistics.median(r["wall_s"] for r in rs) / 60
+            my = statistics.fmean(r["test_accuracy"] for r in rs)
+            label = f"{system} ({my:.4f}, {mx:.1f} min)"
+            ax.scatter([mx], [my], color=color, marker="D", s=50, label=label)
 
 
 def main() -> None:

@@ -88,37 +88,21 @@ def summarize() -> list[dict]:
 
 
 def draw(summary: list[dict], path: Path = FIGURE) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for i, r in enumerate(summary):
-        color = f"C{i}"
-        ax.scatter(
-            [r["train_tflop"]] * len(r["accuracies"]), r["accuracies"], color=color, s=14, alpha=0.5
-        )
-        ax.errorbar(
-            [r["train_tflop"]],
-            [r["test_acc_mean"]],
-            yerr=[r["test_acc_std"]],
-            color=color,
-            marker="D",
-            capsize=4,
-            label=f"{r['recipe']}: {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} ({r['seeds']} seeds)",
-        )
-        budget, target = BUDGETS[r["recipe"]], common.TARGETS[r["recipe"]]
-        ax.scatter([budget], [target], color=color, marker="*", s=120, edgecolor="black")
-    ax.set_xscale("log")
-    ax.set_xlabel("training compute, TFLOP (XLA cost analysis; log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Fashion-MNIST: accuracy against training compute (stars: targets)", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with common.accuracy_figure(
+        path,
+        "training compute, TFLOP (XLA cost analysis; log scale)",
+        "Fashion-MNIST: accuracy against training compute (stars: targets)",
+    ) as ax:
+        for i, r in enumerate(summary):
+            color, tflop, accs = f"C{i}", r["train_tflop"], r["accuracies"]
+            ax.scatter([tflop] * len(accs), accs, color=color, s=14, alpha=0.5)
+            mean, std = r["test_acc_mean"], r["test_acc_std"]
+            label = f"{r['recipe']}: {mean:.4f} ± {std:.4f} ({r['seeds']} seeds)"
+            ax.errorbar(
+                [tflop], [mean], yerr=[std], color=color, marker="D", capsize=4, label=label
+            )
+            budget, target = BUDGETS[r["recipe"]], common.TARGETS[r["recipe"]]
+            ax.scatter([budget], [target], color=color, marker="*", s=120, edgecolor="black")
 
 
 def main() -> None:
