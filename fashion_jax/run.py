@@ -196,6 +196,9 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     except Exception as e:
+        if (peer_lost := supervisor.collective_failed(e)) is not None:
+            print(peer_lost, file=sys.stderr, flush=True)  # The parent's one line says it all.
+            return 2
         disk = _disk_error(e)
         if disk is None:
             raise

@@ -2,7 +2,10 @@
 
 JAX's coordination service ends a process with a C++ check failure (SIGABRT and a stack dump,
 exit 134) when a peer does not join within `distributed_timeout_seconds`, or stops answering
-after joining. No Python code in that process can catch it. So with `distributed = true` the
+after joining. No Python code in that process can catch it. A collective that was running when
+the peer died may fail first, in Python (`JaxRuntimeError: ... Gloo all-reduce failed ...
+Connection reset by peer`): the child then prints one `PEER_LOST` line (`collective_failed`)
+instead of a traceback, and the parent treats it as the same stop. So with `distributed = true` the
 runner (`python -m fashion_jax.run`, `python -m fashion_jax.sweep`) starts its own command again
 as a child and passes its output through; if the child ends with such a failure, the dump is
 left out and one line says what happened and how to resume (exit 2). Any other end is the
@@ -26,6 +29,20 @@ CHILD = "FASHION_JAX_WATCHED"  # Set in the child's environment: it trains itsel
 
 # glog's fatal lines: "F1202 01:02:00.612916   18239 client.h:80] message".
 _FATAL = re.compile(rb"^F\d{4} [\d:.]+ +\d+ [^\]]*\] ?(.*)$")
+# The child's line for a collective that failed in Python (see `collective_failed`).
+PEER_LOST = "fashion_jax.supervisor: a collective failed: "
+
+
+def collective_failed(exc: BaseException) -> str | None:
+    """In a watched child, the line to print for `exc` when it is JAX's runtime error (a
+    collective whose peer died, most often), else None: the caller handles `exc` as before."""
+    if not os.environ.get(CHILD) or "jax" not in sys.modules:
+        return None
+    import jax
+
+    if not isinstance(exc, jax.errors.JaxRuntimeError):
+        return None
+    return PEER_LOST + " ".join(str(exc).split())
 
 
 def distributed_config(resolve: Callable[[], object]):
@@ -51,10 +68,11 @@ def _stop_with_parent() -> None:  # pragma: no cover (runs in the child before e
 
 
 class _Filter:
-    """Passes the child's stderr through and holds back glog fatal lines and all that follows."""
+    """Passes the child's stderr through; holds back `PEER_LOST` lines, glog fatal lines and all
+    that follows a fatal line."""
 
     def __init__(self, out):
-        self.out, self.pending, self.fatal, self.dump = out, b"", [], False
+        self.out, self.pending, self.fatal, self.glog, self.dump = out, b"", [], False, False
 
     def feed(self, chunk: bytes) -> None:
         self.pending += chunk
@@ -65,8 +83,8 @@ class _Filter:
                 default=-1,
             )
             if cut < 0:
-                # A partial segment goes out now unless it could be the start of a fatal line.
-                if self.fatal or self.pending[:1] == b"F":
+                # A partial segment goes out now unless it could start a line held back.
+                if self.glog or self.pending[:1] in (b"F", PEER_LOST[:1].encode()):
                     return
                 self._write(self.pending)
                 self.pending = b""
@@ -75,16 +93,19 @@ class _Filter:
             self._line(segment)
 
     def _line(self, segment: bytes) -> None:
-        if not self.fatal:
-            match = _FATAL.match(segment.rstrip(b"\r\n"))
-            if not match:
-                self._write(segment)
-                return
+        line = segment.rstrip(b"\r\n")
+        match = _FATAL.match(line)
+        if line.startswith(PEER_LOST.encode()):
+            self.fatal.append(line[len(PEER_LOST) :])
+        elif match:
+            self.glog = True
             self.fatal.append(match.group(1))
+        elif not self.glog:
+            self._write(segment)
         elif segment.startswith(b"*** Check failure"):
             self.dump = True  # The stack trace follows: dropped.
         elif not self.dump and segment.strip():
-            self.fatal.append(segment.strip())
+            self.fatal[-1] += b" " + segment.strip()
 
     def close(self) -> None:
         if self.pending:
@@ -96,7 +117,8 @@ class _Filter:
         self.out.flush()
 
     def reason(self) -> str:
-        text = "; ".join(p.decode(errors="replace").strip() for p in self.fatal)
+        """The first failure reported: later ones (a failed shutdown barrier) follow from it."""
+        text = self.fatal[0].decode(errors="replace").strip()
         status = text.split("absl::Status:", 1)[-1].strip()
         return status or text
 
