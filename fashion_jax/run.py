@@ -140,26 +140,61 @@ class _DropFullDiskRecords(logging.Filter):
         return not (_is_full_disk(exc) or _full_disk_text(record.getMessage()))
 
 
-def _quiet_after_full_disk() -> None:
-    """After a full disk was reported, keeps writers' leftover flushes (TensorBoard's at exit, its
-    worker thread) from printing tracebacks; other errors still print."""
+_FULL_DISK_REPORTED = False
+
+
+def _late_loop_callback(exc, tb) -> bool:
+    """TensorStore resolving a write's asyncio future after Orbax closed that event loop (a save
+    that failed, on a full disk, leaves writes in flight): `RuntimeError: Event loop is closed`
+    from `call_soon_threadsafe`, printed by native code with a traceback. Nothing is left to act
+    on it: the save already failed and is reported."""
+    import traceback
+
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    return (
+        isinstance(exc, RuntimeError)
+        and str(exc) == "Event loop is closed"
+        and any(f.name == "call_soon_threadsafe" and "asyncio" in f.filename for f in frames)
+    )
+
+
+def _leftover(exc, tb) -> bool:
+    """A storage thread's leftover report that the command's own message already covers."""
+    import traceback
+
+    if _late_loop_callback(exc, tb):
+        return True
+    if not _FULL_DISK_REPORTED:
+        return False
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    return _is_full_disk(exc) or (
+        isinstance(exc, OSError) and any("tensorboardX" in f.filename for f in frames)
+    )
+
+
+def _quiet_leftovers() -> None:
+    """Keeps storage threads' leftover reports (`_leftover`: TensorBoard's flush at exit and its
+    worker thread after a full disk, TensorStore's late callbacks) from printing tracebacks, on
+    every channel Python offers (uncaught in a thread, unraisable, printed by native code through
+    `sys.excepthook`); other errors still print. Installed once per process."""
     import threading
 
+    if getattr(sys.excepthook, "fashion_jax", False):
+        return
     previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+    previous_except = sys.excepthook
 
-    def leftover(exc, tb) -> bool:
-        import traceback
+    def excepthook(kind, value, tb):
+        if not _leftover(value, tb):
+            previous_except(kind, value, tb)
 
-        frames = traceback.extract_tb(tb) if tb is not None else []
-        return _is_full_disk(exc) or (
-            isinstance(exc, OSError) and any("tensorboardX" in f.filename for f in frames)
-        )
-
+    excepthook.fashion_jax = True
+    sys.excepthook = excepthook
     sys.unraisablehook = lambda u: (
-        None if leftover(u.exc_value, u.exc_traceback) else previous_unraisable(u)
+        None if _leftover(u.exc_value, u.exc_traceback) else previous_unraisable(u)
     )
     threading.excepthook = lambda a: (
-        None if leftover(a.exc_value, a.exc_traceback) else previous_thread(a)
+        None if _leftover(a.exc_value, a.exc_traceback) else previous_thread(a)
     )
 
 
@@ -168,8 +203,10 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
     preemption prints how to resume and returns 128 + signal; a user error or a full disk prints
     one `error:` line and returns 2. `command` is the command line that resumes; `body` puts the
     workdir it trains in into `where["workdir"]` as soon as it knows it."""
+    global _FULL_DISK_REPORTED
     quiet = _DropFullDiskRecords()
     logging.getLogger("absl").addFilter(quiet)
+    _quiet_leftovers()
     try:
         return body()
     except Preempted as p:
@@ -202,7 +239,7 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
         disk = _disk_error(e)
         if disk is None:
             raise
-        _quiet_after_full_disk()
+        _FULL_DISK_REPORTED = True
         print(
             f"error: cannot write ({disk.strerror}: {disk.filename or where.get('workdir')}). Free some space "
             "or fix the permissions, then rerun the same command: it resumes from the last complete "

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -274,6 +275,52 @@ def test_a_real_full_disk_is_one_line_and_the_run_resumes_exactly(tmp_path, tiny
         got = _evals(disk / "w")
     run_module("fashion_jax.run", "--workdir", tmp_path / "ref", *tiny_args, check=True)
     assert got == _evals(tmp_path / "ref") and len(got) == 2
+
+
+LATE_CALLBACKS = """
+import asyncio, sys, threading, types
+from fashion_jax import run
+
+def closed_loop_callback():
+    loop = asyncio.new_event_loop()
+    loop.close()
+    loop.call_soon_threadsafe(print)  # What TensorStore does when a write outlives Orbax's loop.
+
+def body():
+    try:  # Native code prints what it cannot raise through sys.excepthook (PyErr_Print).
+        closed_loop_callback()
+    except RuntimeError:
+        sys.excepthook(*sys.exc_info())
+    try:  # Or as unraisable (PyErr_WriteUnraisable).
+        closed_loop_callback()
+    except RuntimeError as e:
+        sys.unraisablehook(types.SimpleNamespace(exc_value=e, exc_traceback=e.__traceback__))
+    thread = threading.Thread(target=closed_loop_callback)  # Uncaught in a thread.
+    thread.start()
+    thread.join()
+    try:
+        raise RuntimeError("Event loop is closed")  # The same words from elsewhere still print.
+    except RuntimeError:
+        sys.excepthook(*sys.exc_info())
+    return 0
+
+sys.exit(run.guarded(body, "CMD", {}))
+"""
+
+
+def test_callbacks_into_a_closed_event_loop_print_nothing():
+    """A save that fails on a full disk leaves TensorStore writes in flight; when they finish,
+    their callbacks into Orbax's closed event loop raise `RuntimeError: Event loop is closed`, which
+    native code printed as tracebacks before the command's one error line. They print nothing,
+    whether through sys.excepthook, as unraisable or uncaught in a thread; the same error raised
+    elsewhere still prints."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_CALLBACKS], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("Traceback") == 1, proc.stderr
+    assert "call_soon_threadsafe" not in proc.stderr, proc.stderr
+    assert "in body\nRuntimeError: Event loop is closed" in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow
