@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One persistent XLA compilation cache per test session, for this process and the runners it
+# starts: they compile the same tiny programs again and again (about a third of a short run's
+# time). A hit loads the executable XLA compiled for the same program and flags, so results are
+# unchanged. Set JAX_COMPILATION_CACHE_DIR to keep a cache of your own between sessions.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="fashion_jax-test-xla-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 REAL_IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 requires_real_data = pytest.mark.skipif(
