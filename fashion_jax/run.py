@@ -176,7 +176,8 @@ def _quiet_leftovers() -> None:
     """Keeps storage threads' leftover reports (`_leftover`: TensorBoard's flush at exit and its
     worker thread after a full disk, TensorStore's late callbacks) from printing tracebacks, on
     every channel Python offers (uncaught in a thread, unraisable, printed by native code through
-    `sys.excepthook`); other errors still print. Installed once per process."""
+    `sys.excepthook`), and reports a failed collective there as `guarded` does; other errors still
+    print. Installed once per process."""
     import threading
 
     if getattr(sys.excepthook, "fashion_jax", False):
@@ -184,17 +185,27 @@ def _quiet_leftovers() -> None:
     previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
     previous_except = sys.excepthook
 
+    def handled(exc, tb) -> bool:
+        if _leftover(exc, tb):
+            return True
+        # A watched distributed child's collective that failed in a storage thread (Orbax's
+        # barriers): the line its parent turns into the run's one error line.
+        if (peer_lost := supervisor.collective_failed(exc)) is not None:
+            print(peer_lost, file=sys.stderr, flush=True)
+            return True
+        return False
+
     def excepthook(kind, value, tb):
-        if not _leftover(value, tb):
+        if not handled(value, tb):
             previous_except(kind, value, tb)
 
     excepthook.fashion_jax = True
     sys.excepthook = excepthook
     sys.unraisablehook = lambda u: (
-        None if _leftover(u.exc_value, u.exc_traceback) else previous_unraisable(u)
+        None if handled(u.exc_value, u.exc_traceback) else previous_unraisable(u)
     )
     threading.excepthook = lambda a: (
-        None if _leftover(a.exc_value, a.exc_traceback) else previous_thread(a)
+        None if handled(a.exc_value, a.exc_traceback) else previous_thread(a)
     )
 
 

@@ -44,6 +44,19 @@ CHILDREN = {
             raise jax.errors.JaxRuntimeError({GLOO!r})
         sys.exit(run.guarded(body, "CMD", {{}}))
     """,
+    "collective_in_a_thread_then_abort": f"""
+        import jax, sys, threading
+        from fashion_jax import run
+        def save():  # Orbax's checkpoint thread waiting at a barrier.
+            raise jax.errors.JaxRuntimeError({GLOO!r})
+        def body():
+            print("step 10: training", file=sys.stderr)
+            thread = threading.Thread(target=save)
+            thread.start()
+            thread.join()
+            exec({ABORT!r})
+        sys.exit(run.guarded(body, "CMD", {{}}))
+    """,
     "abort": f"""
         import sys
         print("step 10: training", file=sys.stderr)
