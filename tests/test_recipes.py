@@ -102,7 +102,7 @@ def test_batch_norm_statistics_update_in_training_and_not_in_evaluation():
 
 def test_ema_follows_its_warmed_up_formula_for_params_and_batch_norm_statistics():
     d = 0.9
-    state = create_train_state(jax.random.key(0), config(model="resnet_small", ema_decay=d))
+    state = create_train_state(jax.random.key(0), config(model="convnet_s", ema_decay=d))
     batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
     ema0 = jax.tree.map(np.asarray, state.ema)
     s1, _ = train_step(state, batch)
@@ -126,7 +126,7 @@ def test_ema_follows_its_warmed_up_formula_for_params_and_batch_norm_statistics(
 
 def test_ema_evaluation_is_close_to_the_live_one_early_in_a_run():
     """With decay 0.999 and no warm-up, an EMA 100 steps in is ~90% the random initialization."""
-    c = config(model="resnet_small", ema_decay=0.999, learning_rate=3e-3)
+    c = config(model="convnet_s", ema_decay=0.999, learning_rate=3e-3)
     state = create_train_state(jax.random.key(0), c)
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 256).astype(np.int32)
