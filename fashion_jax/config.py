@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.augment_flip = False  # Random horizontal flip.
     c.augment_erasing = 0.0  # Probability of random erasing (0: off).
     c.tta_flip = False  # Evaluate on each image and its mirror image, averaged.
+    c.tta_shift = 0  # Also on each view moved by this many pixels up, down, left, right (0: off).
     c.seed = 0
     c.compute_dtype = "float32"  # "bfloat16": mixed precision (params and optimizer stay float32).
     # Data.
@@ -180,6 +181,7 @@ _RANGES = {
     "label_smoothing": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "ema_decay": (lambda v: 0 <= v < 1, "a number in [0, 1) (0: off)"),
     "augment_crop_padding": (lambda v: 0 <= v <= 14, "an integer in 0..14"),
+    "tta_shift": (lambda v: 0 <= v <= 14, "an integer in 0..14 (0: off)"),
     "augment_erasing": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "num_processes": (lambda v: v >= 0, "an integer >= 0 (0: auto-detect)"),
     "process_id": (lambda v: v >= -1, "an integer >= -1 (-1: auto-detect)"),

@@ -31,6 +31,7 @@ class Evaluator:
         mesh,
         state_sharding,
         tta_flip: bool = False,
+        tta_shift: int = 0,
     ):
         n_dev = mesh.devices.size
         self.n = n = len(images)
@@ -57,8 +58,8 @@ class Evaluator:
                 "label": rows(labels),
                 "mask": rows(jnp.arange(len(labels)) < n),
             }
-            logits = steps.predict_logits(state, batch["image"], tta_flip)
-            return logits, steps.eval_step(state, batch, tta_flip=tta_flip)
+            logits = steps.predict_logits(state, batch["image"], tta_flip, tta_shift)
+            return logits, steps.eval_step(state, batch, tta_flip=tta_flip, tta_shift=tta_shift)
 
         self._fn = jax.jit(
             eval_batch,
@@ -92,7 +93,16 @@ class Evaluator:
 def all_logits(state, images: np.ndarray, config=None, batch_size: int = 1000) -> np.ndarray:
     """Logits float32[N, num_classes] of a trained `state` (replicated on this process' devices)
     for `images` [N, H, W, C] (uint8, or float32 in [0, 1]) in padded batches, with the config's
-    flip TTA: what `report` and `predict` use. (`steps.predict_logits` is the pure one-batch step.)"""
+    test-time augmentation: what `report` and `predict` use. (`steps.predict_logits` is the pure
+    one-batch step.)"""
     mesh = sharding.make_mesh()
-    tta = bool(config is not None and config.get("tta_flip", False))
-    return Evaluator(images, None, batch_size, mesh, sharding.replicated(mesh), tta).logits(state)
+    get = (lambda key: config.get(key, 0)) if config is not None else (lambda key: 0)
+    return Evaluator(
+        images,
+        None,
+        batch_size,
+        mesh,
+        sharding.replicated(mesh),
+        bool(get("tta_flip")),
+        int(get("tta_shift")),
+    ).logits(state)

@@ -115,9 +115,9 @@ def formulations(state) -> dict[str, Any]:
     return out
 
 
-def inference_fn(state, tta_flip: bool) -> Callable[[jnp.ndarray], jnp.ndarray]:
+def inference_fn(state, tta_flip: bool, tta_shift: int = 0) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """images uint8[N, H, W, C] -> logits float32[N, classes]: predict's path with `state` fixed."""
-    return lambda images: steps.predict_logits(state, images, tta_flip)
+    return lambda images: steps.predict_logits(state, images, tta_flip, tta_shift)
 
 
 # --- The exporters: each writes a file and returns a function that runs it with its runtime ----
@@ -270,9 +270,9 @@ def batched(fn: Callable, images: np.ndarray, batch_size: int = 1000) -> np.ndar
     return np.concatenate(out).astype(np.float32)
 
 
-def reference_logits(state, images: np.ndarray, tta_flip: bool) -> np.ndarray:
+def reference_logits(state, images: np.ndarray, tta_flip: bool, tta_shift: int = 0) -> np.ndarray:
     """Predict's logits float32[N, K] for uint8 `images` [N, H, W, C], in float32 matmul precision."""
-    fn = jax.jit(inference_fn(state, tta_flip))
+    fn = jax.jit(inference_fn(state, tta_flip, tta_shift))
     with jax.default_matmul_precision("float32"):
         return batched(fn, images)
 
@@ -309,6 +309,7 @@ def export_format(
     labels: np.ndarray | None,
     reference: np.ndarray,
     tolerance: float = TOLERANCE,
+    tta_shift: int = 0,
 ) -> Result:
     """Exports `fmt` into `folder` from the first formulation in PREFERENCE that verifies.
 
@@ -325,7 +326,8 @@ def export_format(
         elif path.exists():
             path.unlink()
         try:
-            run = EXPORTERS[fmt](inference_fn(candidates[name], tta_flip), images.shape[1:], path)
+            fn = inference_fn(candidates[name], tta_flip, tta_shift)
+            run = EXPORTERS[fmt](fn, images.shape[1:], path)
             logits = batched(run, images)
             diff, changed = compare(logits, reference, tolerance)
         except Exception as e:  # Any failure of one formulation: try the next.
@@ -349,6 +351,7 @@ def export_state(
     labels: np.ndarray | None = None,
     *,
     tta_flip: bool = False,
+    tta_shift: int = 0,
     tolerance: float = TOLERANCE,
     log: Callable[[str], None] = lambda line: None,
 ) -> list[Result]:
@@ -363,7 +366,7 @@ def export_state(
     output = Path(output)
     check_output(output)
     check_available(formats)
-    reference = reference_logits(state, images, tta_flip)
+    reference = reference_logits(state, images, tta_flip, tta_shift)
     if labels is not None:
         correct = int((reference.argmax(-1) == labels).sum())
         log(f"predict: test accuracy {correct / len(images):.4f} ({correct}/{len(images)})")
@@ -373,7 +376,15 @@ def export_state(
         for fmt in formats:
             try:
                 result = export_format(
-                    fmt, candidates, tta_flip, Path(scratch), images, labels, reference, tolerance
+                    fmt,
+                    candidates,
+                    tta_flip,
+                    Path(scratch),
+                    images,
+                    labels,
+                    reference,
+                    tolerance,
+                    tta_shift,
                 )
             except ExportRefused as e:
                 raise UserError(
@@ -485,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             images,
             labels,
             tta_flip=bool(config.get("tta_flip", False)),
+            tta_shift=int(config.get("tta_shift", 0)),
             log=lambda line: print(line, flush=True),
         )
     except UserError as e:

@@ -167,11 +167,23 @@ def train_step(
     return state, {"loss": loss, "accuracy": accuracy}
 
 
-def predict_logits(state: TrainState, images: jnp.ndarray, tta_flip: bool = False) -> jnp.ndarray:
+def shift(images: jnp.ndarray, dy: int, dx: int) -> jnp.ndarray:
+    """images [B, H, W, C] moved by `dy` rows and `dx` columns, the uncovered border zero."""
+    h, w = images.shape[1:3]
+    pad = max(abs(dy), abs(dx))
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return padded[:, pad - dy : pad - dy + h, pad - dx : pad - dx + w, :]
+
+
+def predict_logits(
+    state: TrainState, images: jnp.ndarray, tta_flip: bool = False, tta_shift: int = 0
+) -> jnp.ndarray:
     """Evaluation-mode logits float32[B, num_classes] for images [B, H, W, C] (uint8 or float32):
     the EMA if the state has one, running BN statistics.
 
     tta_flip: average the log-probabilities of each image and its mirror image.
+    tta_shift: also average over the image (and its mirror image) moved by `tta_shift` pixels
+    up, down, left and right (zero fill): 5 or 10 views instead of 1 or 2.
     """
     variables = (
         state.ema
@@ -180,20 +192,30 @@ def predict_logits(state: TrainState, images: jnp.ndarray, tta_flip: bool = Fals
     )
     apply = lambda x: state.apply_fn(variables, x, train=False)
     x = normalize(images)
-    if not tta_flip:
+    if not tta_flip and not tta_shift:
         return apply(x)
-    return (jax.nn.log_softmax(apply(x)) + jax.nn.log_softmax(apply(x[:, :, ::-1, :]))) / 2
+    views = [x, x[:, :, ::-1, :]] if tta_flip else [x]
+    if tta_shift:
+        s = tta_shift
+        views += [
+            shift(v, dy, dx) for v in views[:] for dy, dx in ((s, 0), (-s, 0), (0, s), (0, -s))
+        ]
+    return sum(jax.nn.log_softmax(apply(v)) for v in views) / len(views)
 
 
 def eval_step(
-    state: TrainState, batch: dict[str, jnp.ndarray], *, tta_flip: bool = False
+    state: TrainState,
+    batch: dict[str, jnp.ndarray],
+    *,
+    tta_flip: bool = False,
+    tta_shift: int = 0,
 ) -> dict[str, jnp.ndarray]:
     """Sums over the unmasked examples of `batch`.
 
     Returns {"loss_sum": float32[], "correct": int32[], "count": int32[]}; add them over batches
     and divide for the means. Rows with mask False (padding of a last partial batch) add nothing.
     """
-    logits = predict_logits(state, batch["image"], tta_flip)
+    logits = predict_logits(state, batch["image"], tta_flip, tta_shift)
     mask = batch.get("mask", jnp.ones(batch["label"].shape, bool))
     loss = cross_entropy(logits, batch["label"])
     return {

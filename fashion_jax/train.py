@@ -140,7 +140,15 @@ class Run:
             self.abstract_state, self.train_chunk, image, mesh.devices.size
         )
         self.evaluators = {
-            name: Evaluator(s.images, s.labels, config.eval_batch_size, mesh, repl, config.tta_flip)
+            name: Evaluator(
+                s.images,
+                s.labels,
+                config.eval_batch_size,
+                mesh,
+                repl,
+                config.tta_flip,
+                config.tta_shift,
+            )
             for name, s in splits.items()
             if name != "train"
         }

@@ -29,12 +29,18 @@ def seed_run(tmp_path_factory, tiny_idx, tiny_tfds):
 
 @pytest.fixture(scope="module")
 def bn_run(tmp_path_factory, tiny_idx, tiny_tfds):
-    """A tiny convnet_s run (batch norm) with an EMA of the weights and flip TTA."""
+    """A tiny convnet_s run (batch norm) with an EMA of the weights, flip and shift TTA."""
     from fashion_jax import run
 
     w = tmp_path_factory.mktemp("export-bn") / "w"
     args = runner_args(
-        tiny_idx, tiny_tfds, model="convnet_s", ema_decay=0.9, tta_flip="true", num_epochs=2
+        tiny_idx,
+        tiny_tfds,
+        model="convnet_s",
+        ema_decay=0.9,
+        tta_flip="true",
+        tta_shift=1,
+        num_epochs=2,
     )
     assert run.main(["--workdir", str(w), *args]) == 0
     return w
@@ -124,12 +130,13 @@ def test_the_saved_model_converts_to_tflite_as_the_docs_say(seed_run, tmp_path):
 
 
 def test_batch_norm_ema_and_flip_are_in_every_export(bn_run, tmp_path, capsys):
-    """convnet_s with an EMA and flip TTA: each format reproduces predict, which differs from the
-    live weights and from no flip by more than the tolerance (so the check could tell)."""
+    """convnet_s with an EMA, flip and shift TTA: each format reproduces predict, which differs
+    from the live weights, from no flip and from no shifts by more than the tolerance (so the check
+    could tell)."""
     from fashion_jax import export, load_trained, steps
 
     config, state = load_trained(bn_run)
-    assert config.tta_flip and state.ema is not None and state.batch_stats
+    assert config.tta_flip and config.tta_shift == 1 and state.ema is not None and state.batch_stats
     images, labels = export.load_test_split(config)
     live = state.replace(ema=None)
     assert (
@@ -149,12 +156,13 @@ def test_batch_norm_ema_and_flip_are_in_every_export(bn_run, tmp_path, capsys):
     stdout = capsys.readouterr().out
     for fmt in export.FORMATS:
         assert reported_accuracy(stdout, fmt) == reported_accuracy(stdout, "predict"), stdout
-    # Without the flip the exported model would fail its check.
-    with pytest.raises(export.ExportRefused):
-        export.compare(
-            export.reference_logits(state, images, False),
-            export.reference_logits(state, images, True),
-        )
+    # Without the flip, or without the shifts, the exported model would fail its check.
+    for flip, shift in ((False, 1), (True, 0)):
+        with pytest.raises(export.ExportRefused):
+            export.compare(
+                export.reference_logits(state, images, flip, shift),
+                export.reference_logits(state, images, True, 1),
+            )
 
 
 @pytest.mark.parametrize("name", ["seed_cnn", "fast_cnn", "convnet_s", "convnet_l"])

@@ -221,6 +221,38 @@ def test_flip_tta_equals_plain_evaluation_on_mirror_symmetric_images():
     )
 
 
+def test_shift_tta_averages_the_log_probabilities_of_the_moved_views():
+    """tta_shift=2 with the flip: 10 views, each image and its mirror image moved by 2 pixels up,
+    down, left and right with a zero border; the log-probabilities are averaged."""
+    from fashion_jax.steps import predict_logits, shift
+
+    one = np.zeros((1, 6, 6, 1), np.uint8)
+    one[0, 2, 3, 0] = 9
+    moved = np.asarray(shift(jnp.asarray(one), 2, -1))
+    assert moved[0, 4, 2, 0] == 9 and moved.sum() == 9  # Down 2, left 1.
+    assert np.asarray(shift(jnp.asarray(one), -3, 0)).sum() == 0  # Moved off the image.
+
+    state = create_train_state(jax.random.key(0), config())
+    x = (images(3) * 255).astype(jnp.uint8)
+    logp = lambda v: jax.nn.log_softmax(predict_logits(state, v))
+    by_hand = []
+    for v in (x, x[:, :, ::-1]):
+        by_hand.append(logp(v))
+        for dy, dx in ((2, 0), (-2, 0), (0, 2), (0, -2)):
+            p = np.zeros((3, 32, 32, 1), np.uint8)
+            p[:, 2:30, 2:30] = v
+            by_hand.append(logp(p[:, 2 - dy : 30 - dy, 2 - dx : 30 - dx]))
+    expected = sum(by_hand) / 10
+    got = predict_logits(state, x, tta_flip=True, tta_shift=2)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    no_flip = predict_logits(state, x, tta_shift=2)
+    np.testing.assert_allclose(no_flip, sum(by_hand[:5]) / 5, rtol=1e-5, atol=1e-6)
+    batch = {"image": x, "label": jnp.arange(3)}
+    assert float(eval_step(state, batch, tta_flip=True, tta_shift=2)["loss_sum"]) != float(
+        eval_step(state, batch, tta_flip=True)["loss_sum"]
+    )
+
+
 def test_augmented_training_step_needs_and_uses_the_key():
     state = create_train_state(jax.random.key(0), config())
     batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
