@@ -52,6 +52,8 @@ def test_unknown_key_names_the_closest_known_key():
         ("--config.batch_size=1.5", "expected int"),
         ("--config.download=maybe", "expected bool"),
         ("--config.model=resnet9000", "model 'resnet9000' is unknown"),
+        ("--config.tta_shift=15", "tta_shift = 15 is out of range"),
+        ("--config.tta_shift=-1", "tta_shift = -1 is out of range"),
     ],
 )
 def test_bad_values_are_refused(arg, message):
