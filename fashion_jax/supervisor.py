@@ -146,8 +146,7 @@ def run_watched(argv: list[str], module: str, config, command: str) -> int:
             signal.signal(s, handler)
     if stream.fatal:
         print(
-            f"error: the distributed run stopped: JAX's coordination service reported "
-            f"{stream.reason()!r}. All {config.num_processes or 'the'} processes must start with "
+            f"error: the distributed run stopped: JAX reported {stream.reason()!r}. All {config.num_processes or 'the'} processes must start with "
             f"the same command within distributed_timeout_seconds = "
             f"{config.distributed_timeout_seconds}, and one that dies or stops answering ends the "
             f"others. Start every process again with the same command ({command}): the run "
