@@ -58,8 +58,9 @@ class Evaluator:
                 "label": rows(labels),
                 "mask": rows(jnp.arange(len(labels)) < n),
             }
-            logits = steps.predict_logits(state, batch["image"], tta_flip, tta_shift)
-            return logits, steps.eval_step(state, batch, tta_flip=tta_flip, tta_shift=tta_shift)
+            tta = {"tta_flip": tta_flip, "tta_shift": tta_shift}
+            logits = steps.predict_logits(state, batch["image"], **tta)
+            return logits, steps.eval_step(state, batch, **tta)
 
         self._fn = jax.jit(
             eval_batch,
@@ -96,13 +97,5 @@ def all_logits(state, images: np.ndarray, config=None, batch_size: int = 1000) -
     test-time augmentation: what `report` and `predict` use. (`steps.predict_logits` is the pure
     one-batch step.)"""
     mesh = sharding.make_mesh()
-    get = (lambda key: config.get(key, 0)) if config is not None else (lambda key: 0)
-    return Evaluator(
-        images,
-        None,
-        batch_size,
-        mesh,
-        sharding.replicated(mesh),
-        bool(get("tta_flip")),
-        int(get("tta_shift")),
-    ).logits(state)
+    tta = steps.eval_options(config) if config is not None else {}
+    return Evaluator(images, None, batch_size, mesh, sharding.replicated(mesh), **tta).logits(state)

@@ -115,9 +115,10 @@ def formulations(state) -> dict[str, Any]:
     return out
 
 
-def inference_fn(state, tta_flip: bool, tta_shift: int = 0) -> Callable[[jnp.ndarray], jnp.ndarray]:
-    """images uint8[N, H, W, C] -> logits float32[N, classes]: predict's path with `state` fixed."""
-    return lambda images: steps.predict_logits(state, images, tta_flip, tta_shift)
+def inference_fn(state, tta: dict[str, Any]) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """images uint8[N, H, W, C] -> logits float32[N, classes]: predict's path with `state` fixed.
+    tta: `predict_logits`' test-time augmentation options (`steps.eval_options`)."""
+    return lambda images: steps.predict_logits(state, images, **tta)
 
 
 # --- The exporters: each writes a file and returns a function that runs it with its runtime ----
@@ -270,9 +271,9 @@ def batched(fn: Callable, images: np.ndarray, batch_size: int = 1000) -> np.ndar
     return np.concatenate(out).astype(np.float32)
 
 
-def reference_logits(state, images: np.ndarray, tta_flip: bool, tta_shift: int = 0) -> np.ndarray:
+def reference_logits(state, images: np.ndarray, tta: dict[str, Any]) -> np.ndarray:
     """Predict's logits float32[N, K] for uint8 `images` [N, H, W, C], in float32 matmul precision."""
-    fn = jax.jit(inference_fn(state, tta_flip, tta_shift))
+    fn = jax.jit(inference_fn(state, tta))
     with jax.default_matmul_precision("float32"):
         return batched(fn, images)
 
@@ -303,13 +304,12 @@ def compare(
 def export_format(
     fmt: str,
     candidates: dict[str, Any],
-    tta_flip: bool,
+    tta: dict[str, Any],
     folder: Path,
     images: np.ndarray,
     labels: np.ndarray | None,
     reference: np.ndarray,
     tolerance: float = TOLERANCE,
-    tta_shift: int = 0,
 ) -> Result:
     """Exports `fmt` into `folder` from the first formulation in PREFERENCE that verifies.
 
@@ -326,8 +326,7 @@ def export_format(
         elif path.exists():
             path.unlink()
         try:
-            fn = inference_fn(candidates[name], tta_flip, tta_shift)
-            run = EXPORTERS[fmt](fn, images.shape[1:], path)
+            run = EXPORTERS[fmt](inference_fn(candidates[name], tta), images.shape[1:], path)
             logits = batched(run, images)
             diff, changed = compare(logits, reference, tolerance)
         except Exception as e:  # Any failure of one formulation: try the next.
@@ -366,7 +365,8 @@ def export_state(
     output = Path(output)
     check_output(output)
     check_available(formats)
-    reference = reference_logits(state, images, tta_flip, tta_shift)
+    tta = {"tta_flip": tta_flip, "tta_shift": tta_shift}
+    reference = reference_logits(state, images, tta)
     if labels is not None:
         correct = int((reference.argmax(-1) == labels).sum())
         log(f"predict: test accuracy {correct / len(images):.4f} ({correct}/{len(images)})")
@@ -376,15 +376,7 @@ def export_state(
         for fmt in formats:
             try:
                 result = export_format(
-                    fmt,
-                    candidates,
-                    tta_flip,
-                    Path(scratch),
-                    images,
-                    labels,
-                    reference,
-                    tolerance,
-                    tta_shift,
+                    fmt, candidates, tta, Path(scratch), images, labels, reference, tolerance
                 )
             except ExportRefused as e:
                 raise UserError(
@@ -495,8 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             output,
             images,
             labels,
-            tta_flip=bool(config.get("tta_flip", False)),
-            tta_shift=int(config.get("tta_shift", 0)),
+            **steps.eval_options(config),
             log=lambda line: print(line, flush=True),
         )
     except UserError as e:

@@ -122,6 +122,15 @@ def train_options(config) -> dict[str, Any]:
     return {"label_smoothing": config.label_smoothing, "augmentations": augment.from_config(config)}
 
 
+def eval_options(config) -> dict[str, Any]:
+    """The keyword options of `predict_logits` and `eval_step` (test-time augmentation) that a
+    config sets; a run recorded before a key existed gets its default."""
+    return {
+        "tta_flip": bool(config.get("tta_flip", False)),
+        "tta_shift": int(config.get("tta_shift", 0)),
+    }
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jnp.ndarray],

@@ -141,13 +141,7 @@ class Run:
         )
         self.evaluators = {
             name: Evaluator(
-                s.images,
-                s.labels,
-                config.eval_batch_size,
-                mesh,
-                repl,
-                config.tta_flip,
-                config.tta_shift,
+                s.images, s.labels, config.eval_batch_size, mesh, repl, **steps.eval_options(config)
             )
             for name, s in splits.items()
             if name != "train"

@@ -160,8 +160,8 @@ def test_batch_norm_ema_and_flip_are_in_every_export(bn_run, tmp_path, capsys):
     for flip, shift in ((False, 1), (True, 0)):
         with pytest.raises(export.ExportRefused):
             export.compare(
-                export.reference_logits(state, images, flip, shift),
-                export.reference_logits(state, images, True, 1),
+                export.reference_logits(state, images, {"tta_flip": flip, "tta_shift": shift}),
+                export.reference_logits(state, images, steps.eval_options(config)),
             )
 
 
@@ -269,7 +269,7 @@ def test_the_docs_onnx_snippet_classifies_with_onnxruntime_alone(seed_run, tmp_p
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    logits = np.asarray(export.reference_logits(state, images[:1], False))
+    logits = np.asarray(export.reference_logits(state, images[:1], {}))
     name = data.CLASS_NAMES[int(logits.argmax())]
     assert proc.stdout.startswith(f"test image 0: {name} ("), proc.stdout
 
