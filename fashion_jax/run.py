@@ -143,33 +143,34 @@ class _DropFullDiskRecords(logging.Filter):
 _FULL_DISK_REPORTED = False
 
 
-def _late_loop_callback(exc, tb) -> bool:
-    """TensorStore resolving a write's asyncio future after Orbax closed that event loop (a save
-    that failed, on a full disk, leaves writes in flight): `RuntimeError: Event loop is closed`
-    from `call_soon_threadsafe`, printed by native code with a traceback. Nothing is left to act
-    on it: the save already failed and is reported."""
+def _leftover(exc, tb) -> bool:
+    """A storage thread's leftover report that the command's own message already covers:
+    TensorStore resolving a write's asyncio future after Orbax closed that event loop (a save
+    that failed, on a full disk, leaves writes in flight: `RuntimeError: Event loop is closed`
+    from `call_soon_threadsafe`, printed by native code; the save already failed and is
+    reported), and after a full disk was reported, its echoes and TensorBoard's flushes."""
     import traceback
 
     frames = traceback.extract_tb(tb) if tb is not None else []
-    return (
+    if (
         isinstance(exc, RuntimeError)
         and str(exc) == "Event loop is closed"
         and any(f.name == "call_soon_threadsafe" and "asyncio" in f.filename for f in frames)
-    )
-
-
-def _leftover(exc, tb) -> bool:
-    """A storage thread's leftover report that the command's own message already covers."""
-    import traceback
-
-    if _late_loop_callback(exc, tb):
+    ):
         return True
-    if not _FULL_DISK_REPORTED:
-        return False
-    frames = traceback.extract_tb(tb) if tb is not None else []
-    return _is_full_disk(exc) or (
-        isinstance(exc, OSError) and any("tensorboardX" in f.filename for f in frames)
+    return _FULL_DISK_REPORTED and (
+        _is_full_disk(exc)
+        or (isinstance(exc, OSError) and any("tensorboardX" in f.filename for f in frames))
     )
+
+
+def _peer_lost(exc) -> bool:
+    """In a watched distributed child, prints the line its parent turns into the run's one error
+    line when `exc` is a failed collective (`supervisor.collective_failed`); else False."""
+    line = supervisor.collective_failed(exc)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+    return line is not None
 
 
 def _quiet_leftovers() -> None:
@@ -185,15 +186,8 @@ def _quiet_leftovers() -> None:
     previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
     previous_except = sys.excepthook
 
-    def handled(exc, tb) -> bool:
-        if _leftover(exc, tb):
-            return True
-        # A watched distributed child's collective that failed in a storage thread (Orbax's
-        # barriers): the line its parent turns into the run's one error line.
-        if (peer_lost := supervisor.collective_failed(exc)) is not None:
-            print(peer_lost, file=sys.stderr, flush=True)
-            return True
-        return False
+    # A collective can also fail in a storage thread (Orbax's barriers).
+    handled = lambda exc, tb: _leftover(exc, tb) or _peer_lost(exc)
 
     def excepthook(kind, value, tb):
         if not handled(value, tb):
@@ -244,8 +238,7 @@ def guarded(body, command: str, where: dict[str, str]) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     except Exception as e:
-        if (peer_lost := supervisor.collective_failed(e)) is not None:
-            print(peer_lost, file=sys.stderr, flush=True)  # The parent's one line says it all.
+        if _peer_lost(e):
             return 2
         disk = _disk_error(e)
         if disk is None:
