@@ -60,7 +60,7 @@ from fashion_jax.steps import (  # noqa: E402
     predict_logits,
     train_step,
 )
-from fashion_jax.workdir import load_trained  # noqa: E402
+from fashion_jax.trained import load_trained  # noqa: E402
 
 
 def __getattr__(name: str):

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from fashion_jax.config import is_off
+
 
 def random_crop(images: jnp.ndarray, key: jax.Array, padding: int) -> jnp.ndarray:
     """Zero-pads by `padding` pixels on each side, then crops back to the original size at a random offset."""
@@ -41,7 +43,7 @@ def random_erasing(
     The rectangle covers a fraction of the image drawn from `area`, with aspect ratio (log-uniform)
     from `aspect`; it is clipped to the image.
     """
-    if probability <= 0:
+    if is_off(probability):
         return images
     b, h, w, c = images.shape
     k_apply, k_area, k_aspect, k_y, k_x, k_fill = jax.random.split(key, 6)
@@ -73,7 +75,8 @@ def random_erasing(
 AUGMENTATIONS = {
     "augment_crop_padding": (lambda v: v > 0, lambda v: lambda x, k: random_crop(x, k, v)),
     "augment_flip": (bool, lambda v: random_flip),
-    "augment_erasing": (lambda v: v > 0, lambda v: lambda x, k: random_erasing(x, k, v)),
+    # A traced probability (a population member's) keeps the augmentation: p = 0 erases nothing.
+    "augment_erasing": (lambda v: not is_off(v), lambda v: lambda x, k: random_erasing(x, k, v)),
 }
 
 Augmentation = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]

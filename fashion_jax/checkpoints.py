@@ -18,9 +18,6 @@ from __future__ import annotations
 import gc
 import logging
 import shutil
-import sys
-import threading
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from fashion_jax import exits
 from fashion_jax.errors import CheckpointError
 
 VALIDATION_METRIC = "validation_accuracy"
@@ -52,37 +50,6 @@ def digest(tree) -> jax.Array:
         m = jnp.arange(w.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
         out.append(jnp.stack([w.sum(dtype=jnp.uint32), (w * m).sum(dtype=jnp.uint32)]))
     return jnp.stack(out) if out else jnp.zeros((0, 2), jnp.uint32)
-
-
-def _from_storage_threads(exc: BaseException | None, tb) -> bool:
-    """Whether an exception comes from Orbax/TensorStore/asyncio machinery (a failed read's
-    leftovers, or its callbacks hitting an event loop Orbax already closed)."""
-    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
-        return True
-    frames = traceback.extract_tb(tb) if tb is not None else []
-    return any(
-        ("orbax" in f.filename or "tensorstore" in f.filename or "asyncio" in f.filename)
-        for f in frames
-    )
-
-
-def _quiet_background_errors() -> None:
-    """After a damaged checkpoint was found (and reported in one line), stops the storage
-    threads' leftover exceptions from printing tracebacks; other background errors still print."""
-    previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
-    if getattr(previous_unraisable, "fashion_jax_quiet", False):
-        return
-
-    def unraisable(u):
-        if not _from_storage_threads(u.exc_value, u.exc_traceback):
-            previous_unraisable(u)
-
-    def thread(args):
-        if not _from_storage_threads(args.exc_value, args.exc_traceback):
-            previous_thread(args)
-
-    unraisable.fashion_jax_quiet = True
-    sys.unraisablehook, threading.excepthook = unraisable, thread
 
 
 def _host(x: jax.Array) -> np.ndarray:
@@ -177,7 +144,7 @@ class Checkpoints:
         # retrieves; asyncio would print each one's traceback whenever it is garbage-collected.
         # The failure is reported below, once, in one line.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        _quiet_background_errors()
+        exits.quiet_storage_leftovers()
         gc.collect()
         if self.read_only:
             if (self.directory / str(step)).exists():  # Else the trainer's retention removed it.
@@ -205,8 +172,11 @@ class Checkpoints:
             flush=True,
         )
 
-    def restore_latest(self, abstract_state) -> tuple[Any, dict[str, Any]] | None:
-        """Restores the newest readable checkpoint onto `abstract_state`'s shapes and shardings.
+    def restore_latest(
+        self, abstract_state, at_most: int | None = None
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """Restores the newest readable checkpoint onto `abstract_state`'s shapes and shardings
+        (the newest at or before step `at_most`, if given: a population's common step).
 
         Returns (state, meta), or None when there is no readable checkpoint. Raises
         CheckpointError when a checkpoint is readable but was made for a different state structure.
@@ -215,7 +185,7 @@ class Checkpoints:
         """
         tried: set[int] = set()
         for _ in range(5 if self.read_only else 1):
-            restored = self._restore_newest(abstract_state, tried)
+            restored = self._restore_newest(abstract_state, tried, at_most)
             if restored is not None or not self.read_only:
                 return restored
             self.manager.reload()
@@ -223,10 +193,10 @@ class Checkpoints:
                 return None
         return None
 
-    def _restore_newest(self, abstract_state, tried: set[int]):
+    def _restore_newest(self, abstract_state, tried: set[int], at_most: int | None = None):
         """`restore_latest`'s one pass over the listed steps not in `tried` (which it extends)."""
         for step in reversed(self.steps()):
-            if step in tried:
+            if step in tried or (at_most is not None and step > at_most):
                 continue
             tried.add(step)
             try:
@@ -263,55 +233,3 @@ class Checkpoints:
                 continue
             return state, meta
         return None
-
-
-def load_trained(workdir):
-    """(config, state): a workdir's config and its newest valid checkpoint, on this process' devices.
-
-    Read-only: safe beside a running trainer. The model is rebuilt from config.json's `model` and
-    `model_kwargs` (a "module:Name" file looked for in `model_dir`, then the workdir, then
-    sys.path), with the image shape and classes of its dataset (`data.describe`). Raises
-    CheckpointError when the workdir holds no run or no readable checkpoint. The state's params
-    are float32 pytrees; `state.apply_fn` is the model's pure apply.
-    """
-    import functools
-
-    from fashion_jax import config as config_lib
-    from fashion_jax import sharding, steps
-    from fashion_jax import workdir as workdir_lib
-
-    workdir = workdir_lib.check_path(workdir)
-    config = workdir_lib.load_config(workdir)
-    if not (workdir / workdir_lib.CHECKPOINTS).is_dir():
-        raise CheckpointError(f"{workdir} has no checkpoints yet: train first.")
-    repl = sharding.replicated(sharding.make_mesh())
-    info = workdir_lib.read_dataset_info(workdir)  # None for runs older than dataset.json.
-    shapes = (
-        {} if info is None else {"image_shape": info.image_shape, "num_classes": info.num_classes}
-    )
-    # Shapes only: the schedule's length does not change the optimizer state's structure.
-    init = functools.partial(
-        steps.create_train_state,
-        config=config,
-        total_steps=1 << 20,
-        search_dirs=(str(workdir),),
-        **shapes,
-    )
-    abstract = abstract_like(init, jax.random.key(0), repl)
-    ckpt = Checkpoints(
-        workdir, config.keep_checkpoints, config_lib.state_structure(config), read_only=True
-    )
-    try:
-        restored = ckpt.restore_latest(abstract)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise CheckpointError(
-            f"{workdir}/{workdir_lib.CHECKPOINTS} holds no readable checkpoint: train first."
-        )
-    state, meta = restored
-    if meta.get("total_steps"):  # The optimizer of the run's own length: continuing matches it.
-        from fashion_jax import optimizers
-
-        state = state.replace(tx=optimizers.make_optimizer(config, int(meta["total_steps"])))
-    return config, state

@@ -22,6 +22,13 @@ import ml_collections
 from fashion_jax.errors import ConfigError
 
 
+def is_off(value) -> bool:
+    """Whether a numeric setting turns its feature off (0, 0.0, False). A traced value (a
+    population member's own, `population`) is never off: the program keeps the feature and the
+    member's value decides, so members with different values share one program."""
+    return isinstance(value, (bool, int, float)) and not value
+
+
 def get_config() -> ml_collections.ConfigDict:
     """The defaults: the tutorial's recipe (SeedCNN, Adam 1e-3, batch 64, 10 epochs, seed 0)."""
     c = ml_collections.ConfigDict()
@@ -133,8 +140,6 @@ def _same(key, old, new) -> bool:
     """Whether a key's recorded value and its new one mean the same training."""
     old, new = _plain(old), _plain(new)
     if key == "schedule":  # A deprecated schedule name is the schedule it was renamed to.
-        from fashion_jax.optimizers import SCHEDULE_ALIASES
-
         old, new = SCHEDULE_ALIASES.get(old, old), SCHEDULE_ALIASES.get(new, new)
     return old == new
 
@@ -160,9 +165,12 @@ def state_structure(config) -> dict:
     return structure
 
 
+# Old schedule names still accepted, each mapped to the schedule it always meant.
+SCHEDULE_ALIASES = {"linear": "triangular"}
+
 _CHOICES = {
     "optimizer": ("adam", "adamw", "sgd"),
-    # "linear": the deprecated name of "triangular" (optimizers.SCHEDULE_ALIASES).
+    # "linear": the deprecated name of "triangular" (SCHEDULE_ALIASES).
     "schedule": ("constant", "cosine", "onecycle", "triangular", "linear"),
     "compute_dtype": ("float32", "bfloat16"),
 }

@@ -11,11 +11,21 @@ import warnings
 
 import optax
 
+from fashion_jax import config as config_lib
+from fashion_jax.config import SCHEDULE_ALIASES
+from fashion_jax.errors import ConfigError
+
 
 def _sgd(config, lr):
     return optax.chain(
-        optax.add_decayed_weights(config.weight_decay) if config.weight_decay else optax.identity(),
-        optax.sgd(lr, momentum=config.momentum or None, nesterov=config.nesterov),
+        optax.identity()
+        if config_lib.is_off(config.weight_decay)
+        else optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(
+            lr,
+            momentum=None if config_lib.is_off(config.momentum) else config.momentum,
+            nesterov=config.nesterov,
+        ),
     )
 
 
@@ -45,9 +55,6 @@ SCHEDULES = {
     ),
 }
 
-# Old names still accepted, each mapped to the schedule it always meant.
-SCHEDULE_ALIASES = {"linear": "triangular"}
-
 
 def schedule_name(name: str) -> str:
     """The `SCHEDULES` name for a config's `schedule` (a deprecated alias maps to its new name)."""
@@ -67,11 +74,7 @@ def learning_rate_schedule(config, total_steps: int | None = None) -> optax.Sche
     if not total_steps:
         raise ValueError(f"schedule '{config.schedule}' needs total_steps")
     warmup = int(round(config.warmup_epochs / config.num_epochs * total_steps))
-    from fashion_jax import config as config_lib
-
     if config.schedule in config_lib.DECAYING_AFTER_WARMUP and warmup >= total_steps:
-        from fashion_jax.errors import ConfigError
-
         raise ConfigError(
             config_lib.WARMUP_FILLS_RUN.format(config=config)
             + f" (its {warmup} warm-up steps leave none of the run's {total_steps})"

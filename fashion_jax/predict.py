@@ -20,10 +20,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fashion_jax import data
+from fashion_jax import data, exits
 from fashion_jax import workdir as workdir_lib
-from fashion_jax.checkpoints import load_trained  # noqa: F401 (also importable from here)
 from fashion_jax.errors import DataError, UserError
+from fashion_jax.trained import load_trained  # noqa: F401 (also importable from here)
 
 
 def dataset_info(workdir, config) -> data.DatasetInfo:
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.index and not args.images:
         args.index = [0]
-    try:
+
+    def body() -> int:
         if args.output is not None:
             check_output(Path(args.output))
             figures = len(args.index or []) + len(args.images)
@@ -245,10 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             predict_test_images(config, state, args.index, out_dir, args.output, info.class_names)
         if args.images:
             predict_files(config, state, args.images, out_dir, info, args.output)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return exits.guarded(
+        body,
+        f"python -m fashion_jax.predict {' '.join(argv or sys.argv[1:])}",
+        {"workdir": args.workdir},
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""The programs the train loop compiles: the K-step train chunk, its metric window, their costs.
+"""The programs the train loop compiles: the K-step train chunk, its metric window, their costs,
+and `build`, which compiles all of one run's device programs (`Programs`).
 
 Pure functions of a config and a mesh that return jitted functions (nothing here touches files).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -22,15 +26,14 @@ def steps_per_call(config, platform: str) -> int:
     return config.steps_per_call or DEFAULT_STEPS_PER_CALL.get(platform, ACCELERATOR_STEPS_PER_CALL)
 
 
-def make_train_chunk(config, mesh, batch_size: int, step_key: jax.Array, k: int):
-    """The compiled `(state, window, images, labels, perm, index, n) -> (state, window)`: `n` train
-    steps (1 <= n <= k) from batch `index` of the epoch's permutation `perm`, each on the batch
-    gathered from the device-resident `images`/`labels`. `window` accumulates the loss and
-    accuracy sums and the first step whose loss is not finite, on the device."""
-    repl, by_batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    options = steps.train_options(config)
+def make_one_step(options: dict[str, Any], batch_size: int, by_batch):
+    """`(index, state, window, images, labels, perm, step_key) -> (state, window)`: one train step
+    (`steps.train_step` with `options`) on batch `index` of the epoch's permutation `perm`,
+    gathered from the device-resident `images`/`labels`, the step's key `fold_in(step_key,
+    state.step)`; `window` accumulates the loss and accuracy sums and the first step whose loss is
+    not finite. Un-jitted: `make_train_chunk` compiles it for a run, `population` vmaps it."""
 
-    def one_step(index, state, window, images, labels, perm):
+    def one_step(index, state, window, images, labels, perm, step_key):
         idx = jax.lax.with_sharding_constraint(
             jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size), by_batch
         )
@@ -45,12 +48,34 @@ def make_train_chunk(config, mesh, batch_size: int, step_key: jax.Array, k: int)
             "first_bad_step": jnp.where(bad, state.step + 1, window["first_bad_step"]),
         }
 
-    def chunk(state, window, images, labels, perm, index, n):
-        if k == 1:  # One step per call: no loop in the program (fastest on CPU).
-            return one_step(index, state, window, images, labels, perm)
-        body = lambda i, carry: one_step(index + i, *carry, images, labels, perm)
+    return one_step
+
+
+def chunk_of(one_step, k: int):
+    """`(state, window, *args, index, n)`: `n` calls of `one_step(index + i, state, window, *args)`
+    (1 <= n <= k), as one program: no loop for k = 1 (fastest on CPU), else a `fori_loop`."""
+
+    def chunk(state, window, *args):
+        *args, index, n = args
+        if k == 1:
+            return one_step(index, state, window, *args)
+        body = lambda i, carry: one_step(index + i, *carry, *args)
         return jax.lax.fori_loop(0, n, body, (state, window))
 
+    return chunk
+
+
+def make_train_chunk(config, mesh, batch_size: int, step_key: jax.Array, k: int):
+    """The compiled `(state, window, images, labels, perm, index, n) -> (state, window)`: `n` train
+    steps (1 <= n <= k) of `make_one_step` from batch `index` of the epoch's permutation `perm`."""
+    repl, by_batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    one_step = make_one_step(steps.train_options(config), batch_size, by_batch)
+    chunk = chunk_of(
+        lambda index, state, window, images, labels, perm: one_step(
+            index, state, window, images, labels, perm, step_key
+        ),
+        k,
+    )
     return jax.jit(
         chunk,
         in_shardings=(repl, repl, repl, repl, repl, None, None),
@@ -137,3 +162,88 @@ def check_model(config, abstract_init, image, num_classes: int):
             "(num_classes comes from the data)."
         )
     return state
+
+
+@dataclasses.dataclass
+class Programs:
+    """One run's device programs and the device-resident data they read, compiled for its config,
+    mesh and data. Nothing here touches files: `outputs.Outputs` holds the run's I/O.
+
+    init(): a fresh TrainState (replicated). abstract_state: its shapes, the restore target.
+    epoch_perm(epoch): int32[N] batch order of an epoch, from (seed, epoch). train_chunk: the
+    compiled `make_train_chunk`. evaluators: an `Evaluator` per held-out split. costs:
+    `model_costs` of the programs that run. images/labels: the training split on the devices.
+    sync_each_call: wait for each call (simulated CPU devices, whose collectives can starve).
+    """
+
+    mesh: Any
+    init: Callable[[], Any]
+    abstract_state: Any
+    epoch_perm: Callable[[int], jax.Array]
+    train_chunk: Any
+    evaluators: dict[str, Any]
+    costs: dict[str, Any]
+    images: jax.Array
+    labels: jax.Array
+    steps_per_call: int
+    sync_each_call: bool
+
+
+def build(config, mesh, splits, info, total_steps: int, search_dirs=()) -> Programs:
+    """Compiles a run's `Programs` for `splits` ({"train": data.Split, other held-out splits})
+    and `info` (data.DatasetInfo). Raises ConfigError when the model cannot take the data."""
+    from fashion_jax.checkpoints import abstract_like
+    from fashion_jax.evaluate import Evaluator
+
+    repl = sharding.replicated(mesh)
+    platform = jax.devices()[0].platform
+    k = steps_per_call(config, platform)
+    init_key, step_key, data_key = jax.random.split(jax.random.key(config.seed), 3)
+    init = jax.jit(
+        functools.partial(
+            steps.create_train_state,
+            config=config,
+            total_steps=total_steps,
+            image_shape=info.image_shape,
+            num_classes=info.num_classes,
+            search_dirs=tuple(search_dirs),
+        ),
+        out_shardings=repl,
+    )
+    train = splits["train"]
+    image = jax.ShapeDtypeStruct(train.images.shape[1:], train.images.dtype)
+    abstract_state = check_model(
+        config, lambda: abstract_like(init, init_key, repl), image, info.num_classes
+    )
+    n_train = len(train.labels)
+    images = sharding.put_replicated(train.images, mesh)
+    labels = sharding.put_replicated(train.labels, mesh)
+    # Compiled ahead of time, so XLA's cost analysis of the very program that runs gives the
+    # FLOPs of a train step (the loop body, for k > 1) without a second compilation.
+    perm = jax.ShapeDtypeStruct((n_train,), jnp.int32, sharding=repl)
+    chunk = make_train_chunk(config, mesh, config.batch_size, step_key, k)
+    chunk = chunk.lower(abstract_state, new_window(mesh), images, labels, perm, 0, 1).compile()
+    return Programs(
+        mesh=mesh,
+        init=functools.partial(init, init_key),
+        abstract_state=abstract_state,
+        epoch_perm=jax.jit(
+            lambda epoch: jax.random.permutation(jax.random.fold_in(data_key, epoch), n_train),
+            out_shardings=repl,
+        ),
+        train_chunk=chunk,
+        evaluators={
+            name: Evaluator(
+                s.images, s.labels, config.eval_batch_size, mesh, repl, **steps.eval_options(config)
+            )
+            for name, s in splits.items()
+            if name != "train"
+        },
+        costs=model_costs(abstract_state, chunk, image, mesh.devices.size),
+        images=images,
+        labels=labels,
+        steps_per_call=k,
+        # Simulated CPU devices share the host's cores: with many programs in flight their
+        # collectives can starve each other past XLA's rendezvous timeout.
+        sync_each_call=platform == "cpu" and mesh.devices.size > 1,
+    )

@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -113,14 +113,27 @@ def _summary_rows(
     return rows
 
 
-def write_report(workdir: str | Path) -> list[Path]:
+class Trained(NamedTuple):
+    """What a run that just ended holds in memory, handed to `write_report` so that it reads
+    neither the checkpoint nor the dataset back from disk: the config, the final TrainState, the
+    test split (`data.Split`, IDX order) and the dataset's `data.DatasetInfo`."""
+
+    config: Any
+    state: Any
+    test: Any
+    info: Any
+
+
+def write_report(workdir: str | Path, trained: Trained | None = None) -> list[Path]:
     """Writes `WORKDIR/plots/*.png`, `plots/confusion_matrix.json` and `WORKDIR/report.md`.
 
     Reads only the workdir (config.json, metrics.jsonl, summary.json, the newest checkpoint) and the
-    test split its config names. Whatever is missing is skipped and noted in report.md: the curves
-    need metrics.jsonl, the test-set figures need a readable checkpoint and the dataset. Returns the
-    paths written (report.md last). Raises ReportError (a UserError) when the workdir does not exist
-    or holds neither metrics.jsonl nor a checkpoint, and CheckpointError when config.json is missing.
+    test split its config names, or, for the test-set figures, `trained` (the runner hands what it
+    holds; runs on in-memory arrays get their figures this way). Whatever is missing is skipped and
+    noted in report.md: the curves need metrics.jsonl, the test-set figures need a readable
+    checkpoint and the dataset. Returns the paths written (report.md last). Raises ReportError (a
+    UserError) when the workdir does not exist or holds neither metrics.jsonl nor a checkpoint, and
+    CheckpointError when config.json is missing.
     """
     workdir = Path(workdir)
     plot_dir = _check_reportable(workdir)
@@ -138,7 +151,7 @@ def write_report(workdir: str | Path) -> list[Path]:
         written.append(curves)
     else:
         notes.append("No curves: metrics.jsonl is missing or holds no complete record.")
-    matrix, names = _test_set_figures(workdir, plot_dir, written, notes)
+    matrix, names = _test_set_figures(workdir, plot_dir, written, notes, trained)
     lines = [f"# Report: {workdir.resolve().name}", ""]
     lines += [f"- {n}" for n in notes] + ([""] if notes else [])
     rows = _summary_rows(summary, records, _read_json(workdir / "config.json"))
@@ -175,12 +188,13 @@ def _check_reportable(workdir: Path) -> Path:
     return plot_dir
 
 
-def _test_set_figures(workdir: Path, plot_dir: Path, written: list, notes: list) -> tuple:
-    """Predicts the whole test set with the newest checkpoint and draws the confusion matrix,
-    per-class accuracy and samples (appending to `written`); returns (matrix, class names), or
-    (None, None) with a note when there is no checkpoint, no data, or several processes."""
-    from fashion_jax import data
-
+def _test_set_figures(
+    workdir: Path, plot_dir: Path, written: list, notes: list, trained: Trained | None
+) -> tuple:
+    """Predicts the whole test set with `trained`'s state, else the newest checkpoint, and draws
+    the confusion matrix, per-class accuracy and samples (appending to `written`); returns
+    (matrix, class names), or (None, None) with a note when there is no checkpoint, no data, or
+    several processes."""
     if _multi_process():
         notes.append(
             "Test-set figures skipped: this is one process of a multi-process run. Rerun "
@@ -188,15 +202,14 @@ def _test_set_figures(workdir: Path, plot_dir: Path, written: list, notes: list)
         )
         return None, None
     try:
-        config, state = workdir_lib.load_trained(workdir)
-        if config.get("dataset") == data.MEMORY:
+        trained = trained or _read_trained(workdir)
+        if trained is None:
             notes.append(
                 "Test-set figures skipped: the run was trained on in-memory arrays, which are not "
                 "saved in the workdir."
             )
             return None, None
-        test, info = data.load_test(config)
-        info = workdir_lib.read_dataset_info(workdir) or info
+        config, state, test, info = trained
         predictions = predict_classes(state, test.images, config)
     except UserError as e:
         notes.append(f"Test-set figures skipped: {e}".split("\n")[0])
@@ -222,6 +235,19 @@ def _test_set_figures(workdir: Path, plot_dir: Path, written: list, notes: list)
         f"{len(test.labels)} test images."
     )
     return matrix, names
+
+
+def _read_trained(workdir: Path) -> Trained | None:
+    """The newest checkpoint and the test split of a workdir's run, read back from disk; None
+    for a run on in-memory arrays (not saved in the workdir)."""
+    from fashion_jax import data
+    from fashion_jax.trained import load_trained
+
+    config, state = load_trained(workdir)
+    if config.get("dataset") == data.MEMORY:
+        return None
+    test, info = data.load_test(config)
+    return Trained(config, state, test, workdir_lib.read_dataset_info(workdir) or info)
 
 
 def _per_class_markdown(matrix: np.ndarray, names) -> list[str]:

@@ -20,6 +20,7 @@ from flax import nnx
 from flax.training import train_state
 
 from fashion_jax import augment, models, nnx_models, optimizers
+from fashion_jax.config import is_off
 from fashion_jax.optimizers import learning_rate_schedule, make_optimizer  # noqa: F401 (re-exported)
 
 
@@ -110,7 +111,7 @@ def cross_entropy(
     logits: jnp.ndarray, labels: jnp.ndarray, label_smoothing: float = 0.0
 ) -> jnp.ndarray:
     """Per-example softmax cross-entropy: logits float32[B, C], labels int32[B] -> float32[B]."""
-    if label_smoothing:
+    if not is_off(label_smoothing):
         num_classes = logits.shape[-1]
         targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
         return optax.softmax_cross_entropy(logits, targets)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import sys
 import time
@@ -21,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from fashion_jax import checkpoints, programs, sharding, steps
+from fashion_jax import checkpoints, programs, sharding
 from fashion_jax import config as config_lib
 from fashion_jax import data as data_lib
 from fashion_jax import metrics as metrics_lib
+from fashion_jax import report as report_lib
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
-from fashion_jax.evaluate import Evaluator
+from fashion_jax.outputs import Outputs
 from fashion_jax.preemption import Preempted, StopFlag
 
 
@@ -76,83 +75,21 @@ def chunk_length(step: int, epoch_end: int, config, k: int) -> int:
     return min(nxt) - step
 
 
+@dataclasses.dataclass
 class Run:
-    """One run's fixed parts: config, mesh, data on the devices, compiled functions, checkpointer,
-    metric writer. The "window" is the device-side sums of the train metrics since the last log
-    step (`programs.new_window`); `fetch_window` and `save` are the two places that read it.
-    `steps_per_call`: train steps per device dispatch (`programs.steps_per_call`)."""
+    """One run: its config, its device programs (`programs.Programs`) and its I/O
+    (`outputs.Outputs`). The "window" is the device-side sums of the train metrics since the last
+    log step (`programs.new_window`); `fetch_window` and `save` are the two places that read it.
+    `stop_when(record) -> bool` is asked after each train and eval record (see
+    `train_and_evaluate`)."""
 
-    def __init__(
-        self, config, workdir: Path, mesh, splits, info: data_lib.DatasetInfo, total_steps: int
-    ):
-        self.config, self.workdir, self.mesh = config, workdir, mesh
-        self.is_main = jax.process_index() == 0
-        self.steps_per_epoch = len(splits["train"].labels) // config.batch_size
-        self.total_steps = total_steps
-        self.info = info
-        self.steps_per_call = programs.steps_per_call(config, jax.devices()[0].platform)
-        # Simulated CPU devices share the host's cores: with many programs in flight their
-        # collectives can starve each other past XLA's rendezvous timeout. Wait for each call there.
-        self.sync_each_call = jax.devices()[0].platform == "cpu" and mesh.devices.size > 1
-        repl = sharding.replicated(mesh)
-        init_key, self.step_key, data_key = jax.random.split(jax.random.key(config.seed), 3)
-        init = jax.jit(
-            functools.partial(
-                steps.create_train_state,
-                config=config,
-                total_steps=total_steps,
-                image_shape=info.image_shape,
-                num_classes=info.num_classes,
-                search_dirs=(str(workdir),),
-            ),
-            out_shardings=repl,
-        )
-        self.init = functools.partial(init, init_key)
-        image = jax.ShapeDtypeStruct(splits["train"].images.shape[1:], splits["train"].images.dtype)
-        self.abstract_state = programs.check_model(
-            config, lambda: checkpoints.abstract_like(init, init_key, repl), image, info.num_classes
-        )
-        n_train = len(splits["train"].labels)
-        self.epoch_perm = jax.jit(
-            lambda epoch: jax.random.permutation(jax.random.fold_in(data_key, epoch), n_train),
-            out_shardings=repl,
-        )
-        self.images = sharding.put_replicated(splits["train"].images, mesh)
-        self.labels = sharding.put_replicated(splits["train"].labels, mesh)
-        # Compiled ahead of time, so XLA's cost analysis of the very program that runs gives the
-        # FLOPs of a train step (the loop body, for k > 1) without a second compilation.
-        self.train_chunk = (
-            programs.make_train_chunk(
-                config, mesh, config.batch_size, self.step_key, self.steps_per_call
-            )
-            .lower(
-                self.abstract_state,
-                programs.new_window(mesh),
-                self.images,
-                self.labels,
-                jax.ShapeDtypeStruct((n_train,), jnp.int32, sharding=repl),
-                0,
-                1,
-            )
-            .compile()
-        )
-        self.costs = programs.model_costs(
-            self.abstract_state, self.train_chunk, image, mesh.devices.size
-        )
-        self.evaluators = {
-            name: Evaluator(
-                s.images, s.labels, config.eval_batch_size, mesh, repl, **steps.eval_options(config)
-            )
-            for name, s in splits.items()
-            if name != "train"
-        }
-        self.ckpt = checkpoints.Checkpoints(
-            workdir, config.keep_checkpoints, config_lib.state_structure(config)
-        )
-        self.writer = metrics_lib.Writer(workdir, self.is_main)
-        self.workdir_identity = workdir_lib.identity(workdir)
-        # `stop_when(record) -> bool`, asked after each train and eval record (see train_and_evaluate).
-        self.stop_when, self.stopped_early = None, False
+    config: Any
+    programs: programs.Programs
+    out: Outputs
+    steps_per_epoch: int
+    total_steps: int
+    stop_when: Callable[[dict[str, Any]], bool] | None = None
+    stopped_early: bool = False
 
     def fetch_window(self, window, loop: LoopState, step: int) -> None:
         """Copies the device window into `loop`; raises NonFiniteLossError if a step diverged."""
@@ -160,7 +97,7 @@ class Run:
         first_bad = int(host["first_bad_step"])
         if first_bad >= 0 or not math.isfinite(float(host["loss"])):
             bad = first_bad if first_bad >= 0 else step
-            good = [s for s in self.ckpt.steps() if s < bad]
+            good = [s for s in self.out.ckpt.steps() if s < bad]
             raise NonFiniteLossError(
                 f"The training loss became non-finite (NaN or inf) at step {bad}; the run stopped. "
                 f"The last finite checkpoint is at step {good[-1] if good else 'none'}. Lower the "
@@ -172,38 +109,37 @@ class Run:
         self, state, window, loop: LoopState, step: int, best: dict | None = None, wait=False
     ) -> None:
         """Saves `state` and the loop at `step` (asynchronously unless `wait`)."""
-        workdir_lib.check_unmoved(self.workdir, self.workdir_identity)
+        self.out.check_unmoved()
         self.fetch_window(window, loop, step)
         if not bool(jax.device_get(checkpoints.all_finite(state).addressable_data(0))):
             raise NonFiniteLossError(
                 f"The train state holds NaN or inf at step {step}; it was not saved."
             )
         meta = {"loop": dataclasses.asdict(loop), "total_steps": self.total_steps}
-        self.ckpt.save(step, state, meta, metrics=best)
-        if wait:
-            self.ckpt.wait()
+        self.out.save(step, state, meta, best, wait)
 
     def restore_or_init(self):
         """(state, loop) from the newest valid checkpoint, or fresh ones at step 0."""
-        restored = self.ckpt.restore_latest(self.abstract_state)
+        restored = self.out.restore(self.programs.abstract_state)
         if restored is None:
-            return self.init(), LoopState()
+            return self.programs.init(), LoopState()
         state, meta = restored
         step = int(state.step)
         if step > self.total_steps:
             raise CheckpointError(
-                f"{self.workdir} holds a run trained for {step} steps ({step / self.steps_per_epoch:g} epochs), "
+                f"{self.out.workdir} holds a run trained for {step} steps ({step / self.steps_per_epoch:g} epochs), "
                 f"more than num_epochs = {self.config.num_epochs} allows ({self.total_steps} steps). Ask for at "
                 "least as many epochs as were trained, or pass --restart to start afresh."
             )
-        print(f"Resuming from the checkpoint at step {step} in {self.ckpt.directory}.", flush=True)
+        print(
+            f"Resuming from the checkpoint at step {step} in {self.out.ckpt.directory}.", flush=True
+        )
         return state, LoopState.from_meta(meta)
 
     def log(self, window, loop: LoopState, step: int, images: int, since: float, bar) -> dict:
         """Closes the metric window at `step` (started at perf_counter `since`): one "train" record,
         the progress bar's numbers. Waits for the window's steps to finish first."""
         self.fetch_window(window, loop, step)
-        workdir_lib.check_unmoved(self.workdir, self.workdir_identity)
         seconds = time.perf_counter() - since
         loss, accuracy = loop.close_window()
         ips = images / max(seconds, 1e-9)
@@ -216,7 +152,7 @@ class Run:
             "accuracy": accuracy,
             "images_per_second": ips,
         }
-        self.writer.write(record)
+        self.out.write(record)
         if bar is not None:
             bar.set_postfix(
                 loss=f"{loop.epoch_loss / loop.epoch_steps:.4f}",
@@ -237,11 +173,11 @@ class Run:
             "train_accuracy": loop.epoch_accuracy / max(loop.epoch_steps, 1),
             "epoch_seconds": seconds,
         }
-        for name, evaluator in self.evaluators.items():
+        for name, evaluator in self.programs.evaluators.items():
             r = evaluator(state)
             record[f"{name}_loss"], record[f"{name}_accuracy"] = r["loss"], r["accuracy"]
-        self.writer.write(record)
-        if self.is_main:
+        self.out.write(record)
+        if self.out.is_main:
             shown = ", ".join(
                 f"{k} {v:.4f}" for k, v in record.items() if k.endswith(("_loss", "_accuracy"))
             )
@@ -254,24 +190,24 @@ class Run:
 def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int, stop: StopFlag):
     """Trains from `step` to the end of `epoch` in chunks; logs, checkpoints and honours a stop
     request at exact step boundaries. Returns (state, window, step)."""
-    config, spe = run.config, run.steps_per_epoch
+    config, spe, progs = run.config, run.steps_per_epoch, run.programs
     epoch_end = (epoch + 1) * spe
-    perm = run.epoch_perm(epoch)
-    bar = _progress(config, run.is_main, epoch, spe, step - epoch * spe)
+    perm = progs.epoch_perm(epoch)
+    bar = _progress(config, run.out.is_main, epoch, spe, step - epoch * spe)
     t_window, images_window = time.perf_counter(), 0
     while step < epoch_end:
-        n = chunk_length(step, epoch_end, config, run.steps_per_call)
-        state, window = run.train_chunk(
-            state, window, run.images, run.labels, perm, step - epoch * spe, n
+        n = chunk_length(step, epoch_end, config, progs.steps_per_call)
+        state, window = progs.train_chunk(
+            state, window, progs.images, progs.labels, perm, step - epoch * spe, n
         )
-        if run.sync_each_call:
+        if progs.sync_each_call:
             jax.block_until_ready(window)
         step += n
         loop.window_steps += n
         images_window += n * config.batch_size
         if step % config.log_every_steps == 0 or step == epoch_end:
             record = run.log(window, loop, step, images_window, t_window, bar)
-            window = programs.new_window(run.mesh, loop.window_loss, loop.window_accuracy)
+            window = programs.new_window(progs.mesh, loop.window_loss, loop.window_accuracy)
             t_window, images_window = time.perf_counter(), 0
             if step < epoch_end and run.stop_when is not None and run.stop_when(record):
                 run.save(state, window, loop, step, wait=True)
@@ -314,105 +250,110 @@ def train_and_evaluate(
     Raises UserError subclasses for bad input (NonFiniteLossError for a diverged run) and
     preemption.Preempted after a clean save when SIGTERM/SIGINT arrived.
     """
-    # Callers of the Python API get the command line's checks: keys, types, ranges.
-    config = config_lib.validate(config_lib.check_schema(config))
-    if data is not None:
-        data_lib.from_arrays(data)  # Bad arrays are refused before anything is written.
-        config = config_lib.apply_overrides(config, {"dataset": data_lib.MEMORY})
-    workdir = workdir_lib.check_path(workdir)
-    mesh = sharding.make_mesh()
+    config, workdir, mesh = check_inputs(config, workdir, data)
     is_main = jax.process_index() == 0
-    sharding.check_batch_size("batch_size", config.batch_size, mesh)
     workdir_lib.create(workdir)
     # Signals from here on only ask for a stop (seen before training starts, or at the next
     # step boundary): Ctrl-C during the first compilation interrupts no XLA thread midway.
     with (
         workdir_lib.Lock(workdir) if is_main else contextlib.nullcontext(),
-        StopFlag() as early_stop,
+        StopFlag() as stop,
     ):
         workdir_lib.check_previous(workdir, config, restart, is_main)
         splits, info = data_lib.load_data(config, data)
-        steps_per_epoch = len(splits["train"].labels) // config.batch_size
-        if steps_per_epoch == 0:
-            raise ConfigError(
-                f"batch_size = {config.batch_size} is larger than the "
-                f"{len(splits['train'].labels)} training examples."
-            )
-        run = Run(config, workdir, mesh, splits, info, steps_per_epoch * config.num_epochs)
-        run.stop_when = stop_when
+        run = _start(config, workdir, mesh, splits, info, stop_when)
         try:
             state, loop = run.restore_or_init()
-            if early_stop.requested(sync_point=True):
-                raise Preempted(early_stop.signum, int(state.step), saved=False)
-            if is_main:  # Only once the config is known to work with the data and the checkpoint.
-                (workdir / workdir_lib.CONFIG_JSON).write_text(config_lib.to_json(config) + "\n")
-                workdir_lib.write_dataset_info(workdir, info)
-            state, loop, last_eval = _train(run, state, loop, early_stop)
+            if stop.requested(sync_point=True):
+                raise Preempted(stop.signum, int(state.step), saved=False)
+            run.out.begin(config, info, int(state.step))
+            state, loop, last_eval = _train(run, state, loop, stop)
         finally:
-            run.ckpt.close()
-        if last_eval is None and is_main:  # No epoch ended in this call: the newest on record.
-            last_eval = next(
-                (r for r in reversed(metrics_lib.read(workdir)) if r["type"] == "eval"), None
-            )
+            run.out.close()
         summary = metrics_lib.summary(
-            last_eval,
+            last_eval or run.out.last_eval(),  # None: no epoch ended in this call.
             step=int(state.step),
             steps_per_epoch=run.steps_per_epoch,
             batch_size=config.batch_size,
             train_seconds=loop.train_seconds,
-            costs=run.costs,
-            devices=run.mesh.devices.size,
+            costs=run.programs.costs,
+            devices=mesh.devices.size,
         )
-        run.writer.finish(config, summary)
-        if is_main:
-            (workdir / workdir_lib.SUMMARY).write_text(_json(summary))
-            if report:
-                _write_report(workdir)
+        run.out.finish(config, summary)
+        if is_main and report:
+            trained = report_lib.Trained(config, state, splits.get("test"), info)
+            report_safely(workdir, trained if "test" in splits else None)
     return summary
 
 
-def _train(run: Run, state, loop: LoopState, stop: StopFlag | None = None):
+def check_inputs(config, workdir, data):
+    """(config, workdir, mesh) after the command line's checks (keys, types, ranges, the batch
+    against the devices, the workdir's path, your arrays), which Python API callers get too;
+    nothing is written before them."""
+    config = config_lib.validate(config_lib.check_schema(config))
+    if data is not None:
+        data_lib.from_arrays(data)
+        config = config_lib.apply_overrides(config, {"dataset": data_lib.MEMORY})
+    workdir = workdir_lib.check_path(workdir)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size("batch_size", config.batch_size, mesh)
+    return config, workdir, mesh
+
+
+def _start(config, workdir: Path, mesh, splits, info, stop_when) -> Run:
+    """The run's programs, compiled for its data, and its outputs."""
+    steps_per_epoch = len(splits["train"].labels) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"batch_size = {config.batch_size} is larger than the "
+            f"{len(splits['train'].labels)} training examples."
+        )
+    total_steps = steps_per_epoch * config.num_epochs
+    progs = programs.build(config, mesh, splits, info, total_steps, search_dirs=(str(workdir),))
+    out = Outputs(workdir, config)
+    return Run(config, progs, out, steps_per_epoch, total_steps, stop_when)
+
+
+def _train(run: Run, state, loop: LoopState, stop: StopFlag):
     """The epochs, from wherever `state` stands. Returns the final (state, loop, the last "eval"
     record, or None if no epoch ended)."""
-    config, spe = run.config, run.steps_per_epoch
+    config, spe, progs = run.config, run.steps_per_epoch, run.programs
     step = int(state.step)
-    run.writer.start(step, config)
-    window = programs.new_window(run.mesh, loop.window_loss, loop.window_accuracy)
+    window = programs.new_window(progs.mesh, loop.window_loss, loop.window_accuracy)
     record = None
-    if run.is_main:
-        print(
-            f"Training {config.model} on {len(run.images)} examples, {spe} steps/epoch, {config.num_epochs} "
-            f"epochs, global batch {config.batch_size} over {run.mesh.devices.size} device(s) "
-            f"({jax.devices()[0].platform}), {jax.process_count()} process(es), {run.steps_per_call} step(s) per call; "
-            f"{run.costs['params']:,} parameters, {metrics_lib.mega(run.costs['forward_flops'])} MFLOP per image forward.",
-            flush=True,
+    if run.out.is_main:
+        print(headline(run), flush=True)
+    for epoch in range(step // spe, config.num_epochs):
+        t_epoch = time.perf_counter()
+        state, window, step = train_epoch(run, state, window, loop, epoch, step, stop)
+        if run.stopped_early:
+            break
+        record = run.evaluate(state, loop, step, epoch + 1, time.perf_counter() - t_epoch)
+        best = (
+            {checkpoints.VALIDATION_METRIC: record["validation_accuracy"]}
+            if "validation_accuracy" in record
+            else None
         )
-    with contextlib.nullcontext(stop) if stop is not None else StopFlag() as stop:
-        for epoch in range(step // spe, config.num_epochs):
-            t_epoch = time.perf_counter()
-            state, window, step = train_epoch(run, state, window, loop, epoch, step, stop)
-            if run.stopped_early:
-                break
-            record = run.evaluate(state, loop, step, epoch + 1, time.perf_counter() - t_epoch)
-            best = (
-                {checkpoints.VALIDATION_METRIC: record["validation_accuracy"]}
-                if "validation_accuracy" in record
-                else None
-            )
-            run.save(state, window, loop, step, best)
-            if stop.requested(sync_point=True):
-                run.ckpt.wait()
-                raise stop.preempted(step)
-            if run.stop_when is not None and run.stop_when(record):
-                break
-    run.ckpt.wait()
+        run.save(state, window, loop, step, best)
+        if stop.requested(sync_point=True):
+            run.out.ckpt.wait()
+            raise stop.preempted(step)
+        if run.stop_when is not None and run.stop_when(record):
+            break
+    run.out.ckpt.wait()
     return state, loop, record
 
 
-def _json(value) -> str:
-    import json
-
-    return json.dumps(value, indent=2) + "\n"
+def headline(run: Run) -> str:
+    """The line that says what trains where."""
+    config, progs, costs = run.config, run.programs, run.programs.costs
+    return (
+        f"Training {config.model} on {len(progs.images)} examples, {run.steps_per_epoch} steps/epoch, "
+        f"{config.num_epochs} epochs, global batch {config.batch_size} over {progs.mesh.devices.size} "
+        f"device(s) ({jax.devices()[0].platform}), {jax.process_count()} process(es), "
+        f"{progs.steps_per_call} step(s) per call; {costs['params']:,} parameters, "
+        f"{metrics_lib.mega(costs['forward_flops'])} MFLOP per image forward."
+    )
 
 
 def _progress(config, is_main, epoch, total, initial):
@@ -433,12 +374,11 @@ def _progress(config, is_main, epoch, total, initial):
     )
 
 
-def _write_report(workdir: Path) -> None:
-    """Writes the report; a failure there is reported but does not fail the finished training."""
-    from fashion_jax import report
-
+def report_safely(workdir: Path, trained: report_lib.Trained | None) -> None:
+    """Writes the report from what the run holds; a failure there is reported but does not fail
+    the finished training."""
     try:
-        report.write_report(workdir)
+        report_lib.write_report(workdir, trained)
     except Exception as e:  # The run's results are already saved; say how to retry.
         print(
             f"WARNING: the report could not be written ({type(e).__name__}: {e}); retry with "

@@ -13,7 +13,7 @@
       .lock               held by the one runner training in this folder
 
 Trainers go through `create`, `check_previous` and `Lock`; readers (`load_config`, and
-`checkpoints.load_trained`) never write.
+`trained.load_trained`) never write.
 """
 
 from __future__ import annotations
@@ -303,10 +303,3 @@ class Lock:
         if self._file is not None:
             self._file.close()  # Closing releases the flock.
             self._file = None
-
-
-def load_trained(workdir: str | os.PathLike):
-    """(config, state) of a workdir: see `fashion_jax.checkpoints.load_trained` (its home)."""
-    from fashion_jax.checkpoints import load_trained as load
-
-    return load(workdir)

@@ -204,7 +204,8 @@ def test_a_read_only_prepared_dataset_without_its_cache_still_loads(tmp_path, ti
 def test_a_reader_lists_again_when_retention_removed_what_it_listed(trained, tmp_path, monkeypatch):
     """predict beside a trainer: the steps it listed are deleted (retention) and a newer one
     appears before it reads; it reads the newer one instead of finding nothing."""
-    from fashion_jax import checkpoints, workdir
+    from fashion_jax import checkpoints
+    from fashion_jax import trained as trained_lib
 
     w = tmp_path / "w"
     shutil.copytree(trained, w)
@@ -219,7 +220,7 @@ def test_a_reader_lists_again_when_retention_removed_what_it_listed(trained, tmp
         shutil.move(tmp_path / "20", w / "checkpoints" / "20")
 
     monkeypatch.setattr(checkpoints.Checkpoints, "__init__", listed_then_raced)
-    config, state = workdir.load_trained(w)
+    config, state = trained_lib.load_trained(w)
     assert int(state.step) == 20
 
 
@@ -279,7 +280,7 @@ def test_a_real_full_disk_is_one_line_and_the_run_resumes_exactly(tmp_path, tiny
 
 LATE_CALLBACKS = """
 import asyncio, sys, threading, types
-from fashion_jax import run
+from fashion_jax import exits
 
 def closed_loop_callback():
     loop = asyncio.new_event_loop()
@@ -304,7 +305,7 @@ def body():
         sys.excepthook(*sys.exc_info())
     return 0
 
-sys.exit(run.guarded(body, "CMD", {}))
+sys.exit(exits.guarded(body, "CMD", {}))
 """
 
 
@@ -403,7 +404,8 @@ def test_the_api_trains_in_a_thread_and_load_trained_continues_its_schedule(
     import jax
 
     from fashion_jax import config as config_lib
-    from fashion_jax import optimizers, workdir
+    from fashion_jax import optimizers
+    from fashion_jax import trained as trained_lib
     from fashion_jax.train import train_and_evaluate
 
     overrides = {
@@ -418,7 +420,7 @@ def test_the_api_trains_in_a_thread_and_load_trained_continues_its_schedule(
     thread.start()
     thread.join(300)
     assert results and results[0]["steps"] == 20, results
-    loaded_config, state = workdir.load_trained(tmp_path / "w")
+    loaded_config, state = trained_lib.load_trained(tmp_path / "w")
     grads = jax.tree.map(lambda p: p * 0 + 1, state.params)
     update = state.tx.update(grads, state.opt_state, state.params)[0]
     assert max(float(abs(u).max()) for u in jax.tree.leaves(update)) == 0.0

@@ -29,24 +29,24 @@ ABORT = textwrap.dedent(
 CHILDREN = {
     "collective": f"""
         import jax, sys
-        from fashion_jax import run
+        from fashion_jax import exits
         def body():
             print("step 10: training", file=sys.stderr)
             raise jax.errors.JaxRuntimeError({GLOO!r})
-        sys.exit(run.guarded(body, "CMD", {{}}))
+        sys.exit(exits.guarded(body, "CMD", {{}}))
     """,
     "collective_then_abort": f"""
         import atexit, jax, sys
-        from fashion_jax import run
+        from fashion_jax import exits
         atexit.register(lambda: exec({ABORT!r}))
         def body():
             print("step 10: training", file=sys.stderr)
             raise jax.errors.JaxRuntimeError({GLOO!r})
-        sys.exit(run.guarded(body, "CMD", {{}}))
+        sys.exit(exits.guarded(body, "CMD", {{}}))
     """,
     "collective_in_a_thread_then_abort": f"""
         import jax, sys, threading
-        from fashion_jax import run
+        from fashion_jax import exits
         def save():  # Orbax's checkpoint thread waiting at a barrier.
             raise jax.errors.JaxRuntimeError({GLOO!r})
         def body():
@@ -55,7 +55,7 @@ CHILDREN = {
             thread.start()
             thread.join()
             exec({ABORT!r})
-        sys.exit(run.guarded(body, "CMD", {{}}))
+        sys.exit(exits.guarded(body, "CMD", {{}}))
     """,
     "abort": f"""
         import sys

@@ -18,6 +18,7 @@ from fashion_jax import config as config_lib
 from fashion_jax import data, programs, sharding, steps, train
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, UserError
+from fashion_jax.trained import load_trained
 
 
 def test_chunks_end_exactly_at_log_checkpoint_and_epoch_boundaries():
@@ -112,8 +113,8 @@ def test_a_run_with_several_steps_per_call_writes_the_same_metrics_and_state(
     )
     assert _records(tmp_path / "k1") == _records(tmp_path / "k7")
     assert one["test_accuracy"] == seven["test_accuracy"] and one["steps"] == seven["steps"] == 40
-    _, s1 = workdir_lib.load_trained(tmp_path / "k1")
-    _, s7 = workdir_lib.load_trained(tmp_path / "k7")
+    _, s1 = load_trained(tmp_path / "k1")
+    _, s7 = load_trained(tmp_path / "k7")
     jax.tree.map(
         lambda a, b: np.testing.assert_array_equal(a, b, strict=True), s1.params, s7.params
     )

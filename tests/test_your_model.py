@@ -109,6 +109,15 @@ def test_train_and_evaluate_on_in_memory_float_images_evaluates_every_test_image
     assert saved["dataset"] == "memory"
     info = json.loads((tmp_path / "w/dataset.json").read_text())
     assert info == {"image_shape": [32, 32, 3], "num_classes": 5, "class_names": list("abcde")}
+    # The runner hands its in-memory test split to the report: figures with the data's classes.
+    report_md = (tmp_path / "w/report.md").read_text()
+    assert "| e " in report_md and "trained on in-memory arrays" not in report_md
+    matrix = json.loads((tmp_path / "w/plots/confusion_matrix.json").read_text())
+    assert len(matrix) == 5 and sum(map(sum, matrix)) == n_test
+    # Rerun from the disk alone, the arrays are gone: the figures are skipped, with a note.
+    from fashion_jax import report
+
+    report.write_report(tmp_path / "w")
     assert "trained on in-memory arrays" in (tmp_path / "w/report.md").read_text()
     # predict on an image file: resized to 32x32 RGB, named by the data's own class names.
     from PIL import Image
@@ -118,9 +127,10 @@ def test_train_and_evaluate_on_in_memory_float_images_evaluates_every_test_image
     Image.fromarray((data["test"][0][0] * 255).astype(np.uint8)).save(tmp_path / "x.png")
     assert predict.main(["--workdir", str(tmp_path / "w"), str(tmp_path / "x.png")]) == 0
     assert (tmp_path / "w/predictions/x.png").is_file()
-    from fashion_jax import checkpoints, evaluate
+    from fashion_jax import evaluate
+    from fashion_jax import trained as trained_lib
 
-    _, state = checkpoints.load_trained(tmp_path / "w")
+    _, state = trained_lib.load_trained(tmp_path / "w")
     logits = evaluate.all_logits(state, data["test"][0], batch_size=16)
     assert logits.shape == (n_test, 5)
     accuracy = (logits.argmax(-1) == data["test"][1]).mean()
@@ -224,7 +234,7 @@ def _records(workdir):
 def test_killed_nnx_run_resumes_bit_for_bit(tmp_path, args):
     """BatchNorm, dropout and EMA in an NNX model: kill -9 mid-epoch, resume, compare with an
     uninterrupted run, parameters, statistics and EMA bit for bit, metrics record for record."""
-    from fashion_jax.checkpoints import load_trained
+    from fashion_jax.trained import load_trained
 
     run_args = [*args, "--config.num_epochs=3"]
     reference, _ = _experiment(tmp_path / "ref", "nnx_cnn", widths=[8, 16], dropout=0.3)
