@@ -1,12 +1,13 @@
 import gzip
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import REAL_IDX_DIR, requires_real_data
-from fashion_jax import data
+from fashion_jax import data, data_cache, fashion_mnist
 from fashion_jax.errors import DataError
 
 
@@ -69,7 +70,7 @@ def test_missing_data_names_the_three_fixes(tmp_path, monkeypatch):
 def test_idx_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(data.IDX_DIR_ENV, str(tmp_path))
     assert data.resolve_idx_dir(None) == tmp_path
-    assert data.resolve_idx_dir("/x") == data.Path("/x")
+    assert data.resolve_idx_dir("/x") == Path("/x")
     monkeypatch.delenv(data.IDX_DIR_ENV)
     assert str(data.resolve_idx_dir(None)) == data.DEFAULT_IDX_DIR
 
@@ -99,9 +100,11 @@ def test_decoded_arrays_are_cached_beside_the_dataset_and_a_bad_cache_is_ignored
     tiny_idx, tiny_tfds, monkeypatch
 ):
     first = data.load(str(tiny_tfds), str(tiny_idx), download=False)
-    cache = data._builder_dir(str(tiny_tfds)) / data.CACHE_NAME
+    cache = data_cache.builder_dir(str(tiny_tfds)) / data.CACHE_NAME
     assert cache.is_file()
-    monkeypatch.setattr(data, "prepare", lambda *a, **k: pytest.fail("the cache was not used"))
+    monkeypatch.setattr(
+        fashion_mnist, "prepare", lambda *a, **k: pytest.fail("the cache was not used")
+    )
     second = data.load(str(tiny_tfds), str(tiny_idx), download=False)
     for split in ("train", "test"):
         np.testing.assert_array_equal(first[split].images, second[split].images)
