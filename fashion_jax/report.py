@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fashion_jax import metrics, plots
+from fashion_jax import exits, metrics, plots
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.compare import DEFAULT_COMPARISON, compare
 from fashion_jax.errors import ReportError, UserError
@@ -308,24 +308,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.output and not args.compare:
         parser.error("--output goes with --compare")
-    try:
+
+    def body() -> int:
         if args.workdir:
             for path in write_report(args.workdir):
                 print(path)
-        else:
-            output = Path(args.output or DEFAULT_COMPARISON)
-            if output.suffix.lower() != ".png":
-                raise ReportError(f"--output {output} must end in .png.")
-            try:
-                comparison = compare(args.compare, output)
-            except OSError as e:
-                raise ReportError(f"Cannot write {output} ({e.strerror or e}).") from None
-            print(comparison)
-            print(output)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    return 0
+            return 0
+        output = Path(args.output or DEFAULT_COMPARISON)
+        if output.suffix.lower() != ".png":
+            raise ReportError(f"--output {output} must end in .png.")
+        try:
+            comparison = compare(args.compare, output)
+        except OSError as e:
+            raise ReportError(f"Cannot write {output} ({e.strerror or e}).") from None
+        print(comparison)
+        print(output)
+        return 0
+
+    command = f"python -m fashion_jax.report {' '.join(sys.argv[1:] if argv is None else argv)}"
+    return exits.guarded(body, command, {"workdir": args.workdir or "."})
 
 
 if __name__ == "__main__":

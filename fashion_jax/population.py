@@ -1,0 +1,433 @@
+"""Populations: many members (seeds x hyperparameters) trained as one compiled program.
+
+    summaries = train_population([config_a, config_b, ...], ["runs/a", "runs/b", ...])
+
+The members share everything that fixes the program's shapes (model, data, batch size, length,
+augmentations switched on); they differ in their seed (initialization, data order, step keys)
+and in the values of the `TRACED` keys, which enter the program as per-member arrays. Their
+TrainStates are stacked on a leading member axis and stepped by `jax.vmap` of the runner's own
+step (`programs.make_one_step`), the optimizer rebuilt inside the program from each member's
+values. Layout: the member axis is replicated and every member's batch is sharded over the
+mesh's data axis, exactly like a run alone, so any member count runs on any device count.
+
+I/O is the runner's: each member has its own ordinary workdir and `outputs.Outputs`, and a
+`train.Run` over the shared programs, so its checkpoints, metrics, summary and report are those
+of a run that trained alone (`predict`, `report`, `export` work on it). A killed population
+resumes from the newest step every member holds. A member whose loss becomes NaN stops (its
+summary says so); the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fashion_jax import checkpoints, optimizers, programs, sharding, steps, train
+from fashion_jax import config as config_lib
+from fashion_jax import data as data_lib
+from fashion_jax import metrics as metrics_lib
+from fashion_jax import workdir as workdir_lib
+from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
+from fashion_jax.outputs import Outputs
+from fashion_jax.preemption import Preempted, StopFlag
+
+# Keys whose values may differ between the members of one program (besides the seed).
+TRACED = ("learning_rate", "weight_decay", "momentum", "label_smoothing", "augment_erasing")
+# Of those, the ones whose 0 builds another optimizer state than any other value.
+ZERO_CHANGES_STATE = ("weight_decay", "momentum")
+# Keys that name where the data and outputs live or how progress is shown, not the training.
+_FREE = ("seed", "progress_bar", "model_dir")
+
+
+def varying(configs) -> dict[str, list]:
+    """{key: [value per member]} for the `TRACED` keys whose values differ between `configs`.
+    Raises ConfigError, in one line, for any other key that differs (it changes the program)."""
+    base, out = configs[0], {}
+    for key in base.keys():
+        values = [c[key] for c in configs]
+        if all(json.dumps(v, default=str) == json.dumps(values[0], default=str) for v in values):
+            continue
+        if key in _FREE:
+            continue
+        if key not in TRACED:
+            raise ConfigError(
+                f"the members differ in {key} ({', '.join(map(str, dict.fromkeys(values)))}), "
+                "which changes the compiled program; within one population only the seed and "
+                f"{', '.join(TRACED)} may differ. Train such a grid one run after another "
+                "(without --together)."
+            )
+        if key in ZERO_CHANGES_STATE and len({config_lib.is_off(v) for v in values}) > 1:
+            raise ConfigError(
+                f"the members' {key} values mix 0 and non-zero ({', '.join(map(str, values))}), "
+                "which builds different optimizer states; train the 0 members in a population "
+                "of their own (or without --together)."
+            )
+        out[key] = [float(v) for v in values]
+    return out
+
+
+class _Overlay:
+    """A config whose `values` keys read as the given (traced) values: what one member's
+    optimizer and train options are built from inside the population program."""
+
+    def __init__(self, config, values: dict[str, Any]):
+        self._config, self._values = config, values
+
+    def __getattr__(self, key):
+        return self._values[key] if key in self._values else getattr(self._config, key)
+
+    __getitem__ = __getattr__
+
+    def get(self, key, default=None):
+        return self._values.get(key, self._config.get(key, default))
+
+
+@dataclasses.dataclass
+class Population:
+    """The compiled programs of a population (stacked over members) and its members' values."""
+
+    programs: programs.Programs
+    values: dict[str, jax.Array]  # TRACED key -> float32[M]
+    members: int
+    steps: tuple[int, int] = (0, 0)  # (steps per epoch, total steps)
+
+
+def build(configs, mesh, splits, info, total_steps: int, search_dirs=()) -> Population:
+    """Compiles a population's programs: init, epoch orders and the train chunk over the
+    stacked members, the shared evaluators; raises ConfigError for members that cannot share a
+    program, or that would not fit in the devices' memory (estimated before allocating)."""
+    base, m = configs[0], len(configs)
+    values = {k: jnp.asarray(v, jnp.float32) for k, v in varying(configs).items()}
+    repl, by_batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    alone = programs.build(base, mesh, splits, info, total_steps, search_dirs)
+    keys = jnp.stack([jax.random.split(jax.random.key(c.seed), 3) for c in configs])
+    init_keys, step_keys, data_keys = keys[:, 0], keys[:, 1], keys[:, 2]
+    create = lambda key: steps.create_train_state(
+        key,
+        base,
+        total_steps,
+        image_shape=info.image_shape,
+        num_classes=info.num_classes,
+        search_dirs=tuple(search_dirs),
+    )
+    init = jax.jit(jax.vmap(create), out_shardings=repl)
+    stacked = jax.eval_shape(init, init_keys)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), stacked
+    )
+    base_tx = stacked.tx
+
+    def member_step(index, state, window, images, labels, perm, step_key, member_values):
+        member = _Overlay(base, member_values)
+        state = state.replace(tx=optimizers.make_optimizer(member, total_steps))
+        one = programs.make_one_step(steps.train_options(member), base.batch_size, by_batch)
+        state, window = one(index, state, window, images, labels, perm, step_key)
+        return state.replace(tx=base_tx), window
+
+    vstep = jax.vmap(member_step, in_axes=(None, 0, 0, None, None, 0, 0, 0))
+    chunk = jax.jit(
+        programs.chunk_of(vstep, alone.steps_per_call),
+        in_shardings=(repl,) * 7 + (None, None),
+        out_shardings=(repl, repl),
+        donate_argnums=(0, 1),
+    )
+    n_train = len(splits["train"].labels)
+    perm = jax.ShapeDtypeStruct((m, n_train), jnp.int32, sharding=repl)
+    window = jax.eval_shape(lambda: jax.vmap(lambda _: _zero_window())(jnp.arange(m)))
+    compiled = chunk.lower(
+        abstract, window, alone.images, alone.labels, perm, step_keys, values, 0, 1
+    ).compile()
+    _check_memory(compiled, m)
+    progs = dataclasses.replace(
+        alone,
+        init=lambda: init(init_keys),
+        abstract_state=abstract,
+        epoch_perm=jax.jit(
+            lambda epoch: jax.vmap(
+                lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n_train)
+            )(data_keys),
+            out_shardings=repl,
+        ),
+        train_chunk=lambda state, window, images, labels, perm, index, n: compiled(
+            state, window, images, labels, perm, step_keys, values, index, n
+        ),
+    )
+    return Population(progs, values, m)
+
+
+def _zero_window():
+    return {"loss": jnp.float32(0), "accuracy": jnp.float32(0), "first_bad_step": jnp.int32(-1)}
+
+
+def _check_memory(compiled, members: int) -> None:
+    """Refuses, with the estimate, a population whose program needs more memory than the device
+    (or, on CPU, the machine) has: XLA's own figures for the compiled program."""
+    try:
+        stats = compiled.memory_analysis()
+        need = sum(
+            getattr(stats, f, 0) or 0
+            for f in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")
+        )
+    except Exception:  # Backends without the analysis: nothing to check against.
+        return
+    device = jax.devices()[0]
+    limit = (device.memory_stats() or {}).get("bytes_limit") if device.platform != "cpu" else None
+    if limit is None:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > 0.9 * limit:
+        raise ConfigError(
+            f"{members} members need about {need / 2**30:.1f} GiB on {device.platform} for one "
+            f"program, more than the {limit / 2**30:.1f} GiB there; train fewer members at once "
+            "(e.g. several sweeps over parts of the grid) or without --together."
+        )
+
+
+def member(tree, i: int):
+    """Member `i`'s slice of a stacked pytree (TrainState, window)."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+def stack(trees):
+    """The members' pytrees stacked on a new leading axis (replicated)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def train_population(
+    configs, workdirs, *, data: dict | None = None, report: bool = True, ready=None
+) -> list[dict[str, Any]]:
+    """Trains `configs` (one per member, sharing the program's shapes: see the module docstring)
+    as one program, member i in `workdirs[i]`, each resumed from its own checkpoints. `data`:
+    your own splits, as for `train.train_and_evaluate`. `ready()`, if given, is called once the
+    program is compiled and known to fit, before anything is written. Returns each member's
+    summary (a member stopped by a non-finite loss: {"stopped": the reason, ...}). Raises
+    UserError subclasses for bad input (nothing written) and preemption.Preempted after a clean
+    save when SIGTERM/SIGINT arrived."""
+    if len(configs) != len(workdirs) or not configs:
+        raise ConfigError("train_population needs one workdir per config, and at least one.")
+    checked = [train.check_inputs(c, w, data) for c, w in zip(configs, workdirs)]
+    configs, workdirs, mesh = [c[0] for c in checked], [c[1] for c in checked], checked[0][2]
+    if len(set(map(str, workdirs))) < len(workdirs):
+        raise ConfigError("two members share a workdir; give each its own.")
+    varying(configs)
+    for config, workdir in zip(configs, workdirs):
+        if workdir.is_dir():  # Before the data and the compilation: a wrong folder fails fast.
+            workdir_lib.check_previous(workdir, config, False, is_main=False)
+    splits, info = data_lib.load_data(configs[0], data)
+    pop = _compile(configs, workdirs, mesh, splits, info)
+    if ready is not None:
+        ready()
+    is_main = jax.process_index() == 0
+    with contextlib.ExitStack() as held, StopFlag() as stop:
+        for config, workdir in zip(configs, workdirs):
+            workdir_lib.create(workdir)
+            if is_main:
+                held.enter_context(workdir_lib.Lock(workdir))
+            workdir_lib.check_previous(workdir, config, False, is_main)
+        runs = [
+            train.Run(c, pop.programs, Outputs(w, c), *pop.steps) for c, w in zip(configs, workdirs)
+        ]
+        try:
+            state, loops = _restore_or_init(runs, pop)
+            if stop.requested(sync_point=True):
+                raise Preempted(stop.signum, int(state.step[0]), saved=False)
+            for run in runs:
+                run.out.begin(run.config, info, int(state.step[0]))
+            state, loops, records, stopped = _train(runs, pop, state, loops, stop)
+        finally:
+            for run in runs:
+                run.out.close()
+        return [
+            _finish(
+                run, member(state, i), loops[i], records[i], stopped.get(i), splits, info, report
+            )
+            for i, run in enumerate(runs)
+        ]
+
+
+def _compile(configs, workdirs, mesh, splits, info) -> Population:
+    """The population's programs for its data, with its (steps per epoch, total steps)."""
+    spe = len(splits["train"].labels) // configs[0].batch_size
+    if spe == 0:
+        raise ConfigError(
+            f"batch_size = {configs[0].batch_size} is larger than the "
+            f"{len(splits['train'].labels)} training examples."
+        )
+    total = spe * configs[0].num_epochs
+    pop = build(configs, mesh, splits, info, total, search_dirs=(str(workdirs[0]),))
+    pop.steps = (spe, total)
+    return pop
+
+
+def _restore_or_init(runs, pop: Population):
+    """(stacked state, [LoopState]) from each member's newest checkpoint at the newest step that
+    all members hold, or fresh ones at step 0."""
+    repl = sharding.replicated(pop.programs.mesh)
+    one = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=repl),
+        pop.programs.abstract_state,
+    )
+    restored = [run.out.restore(one) for run in runs]
+    if any(r is None for r in restored):
+        return pop.programs.init(), [train.LoopState() for _ in runs]
+    common = min(int(r[0].step) for r in restored)
+    restored = [
+        r if int(r[0].step) == common else run.out.restore(one, at_most=common)
+        for r, run in zip(restored, runs)
+    ]
+    if any(r is None or int(r[0].step) != common for r in restored):
+        return pop.programs.init(), [train.LoopState() for _ in runs]
+    if common > runs[0].total_steps:
+        raise CheckpointError(
+            f"the population's workdirs hold runs trained for {common} steps, more than "
+            f"num_epochs = {runs[0].config.num_epochs} allows ({runs[0].total_steps} steps). Ask "
+            "for at least as many epochs as were trained, or use another --workdir."
+        )
+    print(f"Resuming the population of {len(runs)} from step {common}.", flush=True)
+    stacked = jax.jit(stack, out_shardings=repl)([r[0] for r in restored])
+    return stacked, [train.LoopState.from_meta(r[1]) for r in restored]
+
+
+def _train(runs, pop: Population, state, loops, stop: StopFlag):
+    """The epochs for all members at once. Returns (state, loops, last eval record per member,
+    {member: reason} for the members stopped by a non-finite loss)."""
+    config, spe, progs = runs[0].config, runs[0].steps_per_epoch, pop.programs
+    step = int(state.step[0])
+    records: list[dict | None] = [None] * len(runs)
+    stopped: dict[int, str] = {}
+    window = _new_windows(loops, progs.mesh)
+    if runs[0].out.is_main:
+        print(
+            f"Training a population of {len(runs)} {config.model} members as one program "
+            f"({', '.join(pop.values) or 'seeds only'} per member); "
+            + train.headline(runs[0]).removeprefix("Training "),
+            flush=True,
+        )
+    for epoch in range(step // spe, config.num_epochs):
+        t_epoch = time.perf_counter()
+        state, window, step = _train_epoch(
+            runs, pop, state, window, loops, epoch, step, stop, stopped
+        )
+        seconds = time.perf_counter() - t_epoch
+        for i, run in enumerate(runs):
+            if i in stopped:
+                continue
+            s = member(state, i)
+            records[i] = run.evaluate(s, loops[i], step, epoch + 1, seconds)
+            best = records[i].get("validation_accuracy")
+            _save(run, i, s, member(window, i), loops[i], step, stopped, best)
+        if stop.requested(sync_point=True):
+            for run in runs:
+                run.out.ckpt.wait()
+            raise stop.preempted(step)
+    for run in runs:
+        run.out.ckpt.wait()
+    return state, loops, records, stopped
+
+
+def _train_epoch(runs, pop, state, window, loops, epoch, step, stop, stopped):
+    """`train.train_epoch` for the stacked members: logs, checkpoints and stops at the same exact
+    step boundaries, each member into its own workdir."""
+    config, spe, progs = runs[0].config, runs[0].steps_per_epoch, pop.programs
+    epoch_end = (epoch + 1) * spe
+    perm = progs.epoch_perm(epoch)
+    t_window, images_window = time.perf_counter(), 0
+    while step < epoch_end:
+        n = train.chunk_length(step, epoch_end, config, progs.steps_per_call)
+        state, window = progs.train_chunk(
+            state, window, progs.images, progs.labels, perm, step - epoch * spe, n
+        )
+        if progs.sync_each_call:
+            jax.block_until_ready(window)
+        step += n
+        for loop in loops:
+            loop.window_steps += n
+        images_window += n * config.batch_size
+        if step % config.log_every_steps == 0 or step == epoch_end:
+            for i, run in enumerate(runs):
+                if i not in stopped:
+                    try:
+                        run.log(member(window, i), loops[i], step, images_window, t_window, None)
+                    except NonFiniteLossError as e:
+                        _stop_member(run, i, e, stopped)
+            window = _new_windows(loops, progs.mesh)
+            t_window, images_window = time.perf_counter(), 0
+        if step < epoch_end:
+            if stop.requested(sync_point=step % config.log_every_steps == 0):
+                for i, run in enumerate(runs):
+                    _save(
+                        run,
+                        i,
+                        member(state, i),
+                        member(window, i),
+                        loops[i],
+                        step,
+                        stopped,
+                        wait=True,
+                    )
+                raise stop.preempted(step)
+            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                for i, run in enumerate(runs):
+                    _save(run, i, member(state, i), member(window, i), loops[i], step, stopped)
+    return state, window, step
+
+
+def _new_windows(loops, mesh):
+    """The members' device-side metric windows, each starting from its loop's sums."""
+    return jax.device_put(
+        stack(
+            [
+                {
+                    "loss": jnp.float32(loop.window_loss),
+                    "accuracy": jnp.float32(loop.window_accuracy),
+                    "first_bad_step": jnp.int32(-1),
+                }
+                for loop in loops
+            ]
+        ),
+        sharding.replicated(mesh),
+    )
+
+
+def _save(run, i, state, window, loop, step, stopped, best=None, wait=False) -> None:
+    """Saves member `i` as its run alone would, unless it stopped; a non-finite loss stops it."""
+    if i in stopped:
+        return
+    try:
+        metric = None if best is None else {checkpoints.VALIDATION_METRIC: best}
+        run.save(state, window, loop, step, metric, wait)
+    except NonFiniteLossError as e:
+        _stop_member(run, i, e, stopped)
+
+
+def _stop_member(run, i: int, error: NonFiniteLossError, stopped: dict) -> None:
+    stopped[i] = str(error)
+    print(f"member {i} ({run.out.workdir}) stopped: {error}", flush=True)
+
+
+def _finish(run, state, loop, record, stopped, splits, info, report) -> dict[str, Any]:
+    """A member's summary.json (and report), as its run alone would write them."""
+    from fashion_jax import report as report_lib
+
+    summary = metrics_lib.summary(
+        record or run.out.last_eval(),
+        step=int(state.step),
+        steps_per_epoch=run.steps_per_epoch,
+        batch_size=run.config.batch_size,
+        train_seconds=loop.train_seconds,
+        costs=run.programs.costs,
+        devices=run.programs.mesh.devices.size,
+    )
+    if stopped is not None:
+        summary["stopped"] = stopped
+    run.out.finish(run.config, summary)
+    if run.out.is_main and report and stopped is None and "test" in splits:
+        trained = report_lib.Trained(run.config, state, splits["test"], info)
+        train.report_safely(run.out.workdir, trained)
+    return summary
