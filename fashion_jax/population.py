@@ -396,8 +396,10 @@ def _new_windows(loops, mesh):
 
 
 def _save(run, i, state, window, loop, step, stopped, best=None, wait=False) -> None:
-    """Saves member `i` as its run alone would, unless it stopped; a non-finite loss stops it."""
-    if i in stopped:
+    """Saves member `i` as its run alone would, unless it stopped; a non-finite loss stops it.
+    A step the member already holds is not saved again: a population resumed behind one of its
+    members (killed while only some had saved) retraces that member's steps bit for bit."""
+    if i in stopped or step in run.out.ckpt.steps():
         return
     try:
         metric = None if best is None else {checkpoints.VALIDATION_METRIC: best}
