@@ -1,5 +1,6 @@
 """Shared benchmark helpers: machine description, the runner's and Keras' command lines, launching
-timed subprocesses, recording results, Markdown tables.
+timed subprocesses, recording results (with the command that reruns them from a clone), our/Keras
+ratios measured within each recorded run, Markdown tables.
 
 Importing this module does not import fashion_jax (whose import sets XLA_FLAGS for its process and
 children): the drivers start the runner and Keras as fresh processes.
@@ -13,6 +14,8 @@ import json
 import os
 import platform
 import queue
+import shlex
+import statistics
 import subprocess
 import sys
 import threading
@@ -65,9 +68,40 @@ def machine() -> dict:
     }
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """`argv` (default sys.argv) as a command that runs from the repository's root in any clone:
+    `python benchmarks/NAME.py ARGS`, paths inside the repository relative to it, and every other
+    absolute path replaced by a placeholder (W, then W2, W3, ... for further distinct ones)."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0])
+    if (ROOT / "benchmarks" / script.name).is_file():
+        name = f"benchmarks/{script.name}"
+    else:
+        name = _portable_path(argv[0], {})
+    folders: dict[str, str] = {}
+    args = []
+    for arg in argv[1:]:
+        flag, eq, value = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+        args.append(
+            flag + eq + _portable_path(value, folders) if eq else _portable_path(arg, folders)
+        )
+    return shlex.join(["python", name, *args])
+
+
+def _portable_path(arg: str, folders: dict[str, str]) -> str:
+    if not os.path.isabs(arg):
+        return arg
+    path = Path(os.path.normpath(arg))
+    if path.is_relative_to(ROOT):
+        return path.relative_to(ROOT).as_posix() or "."
+    return folders.setdefault(str(path), "W" if not folders else f"W{len(folders) + 1}")
+
+
 def record(kind: str, rows: list[dict], extra: dict | None = None) -> None:
-    """Appends one result object to benchmarks/results.jsonl."""
+    """Appends one result object to benchmarks/results.jsonl, with the command that produced it
+    (`extra["command"]` when given, else this process's, as `command_line` writes it)."""
     entry = {"benchmark": kind, "machine": machine(), "rows": rows, **(extra or {})}
+    entry.setdefault("command", command_line())
     with RESULTS.open("a") as f:
         f.write(json.dumps(entry) + "\n")
     print(f"recorded in {os.path.relpath(RESULTS, ROOT)}")
@@ -154,6 +188,118 @@ def first_time_reaching(records: list[dict], threshold: float) -> float | None:
         if r["test_accuracy"] >= threshold:
             return r["t"]
     return None
+
+
+# What each benchmark measures of Keras and of ours in one run (row column -> words): the ratios
+# `keras_ratios` computes, in MEASURES' order. Lower is better in all of them.
+KERAS_MEASURES = {
+    "vs_keras": {
+        "epoch_s": "epoch time",
+        "to_0.90_s": "launch to 0.90 accuracy",
+        "to_0.92_s": "launch to 0.92 accuracy",
+        "peak_rss_mb": "peak memory",
+    },
+    "frontier": {"wall_s": "launch to exit", "peak_rss_mb": "peak memory"},
+}
+MEASURES = [
+    "epoch time",
+    "launch to 0.90 accuracy",
+    "launch to 0.92 accuracy",
+    "launch to exit",
+    "peak memory",
+]
+
+
+def _recipe(system: str) -> str:
+    """A recorded system's recipe name: "fashion_jax base" -> "base", former names renamed."""
+    name = system.removeprefix("fashion_jax ")
+    return RENAMED.get(name, name)
+
+
+def keras_ratios(path: Path | None = None) -> list[dict]:
+    """ours / Keras, each computed within one recorded run (one line of results.jsonl holding Keras'
+    rows and ours, alternated), never across runs.
+
+    One dict per run, recipe and measure: "run" (the run's recorded start), "date", "benchmark",
+    "system" (the recipe's current name), "params" (None when not recorded), "measure" (words of
+    KERAS_MEASURES) and "ratio": the median of the recipe's rows in that run over the median of
+    Keras' rows in that run.
+    """
+    out = []
+    for line in (path or RESULTS).read_text().splitlines():
+        entry = json.loads(line)
+        measures = KERAS_MEASURES.get(entry.get("benchmark"), {})
+        keras = [r for r in entry.get("rows", []) if r.get("system", "").startswith("keras")]
+        if not measures or not keras:
+            continue
+        ours: dict[tuple, list[dict]] = {}
+        for r in entry["rows"]:
+            if r not in keras:
+                ours.setdefault((_recipe(r["system"]), r.get("params")), []).append(r)
+        for (system, params), rows in ours.items():
+            for column, measure in measures.items():
+                mine = [r[column] for r in rows if r.get(column) is not None]
+                theirs = [r[column] for r in keras if r.get(column) is not None]
+                if mine and theirs:
+                    ratio = statistics.median(mine) / statistics.median(theirs)
+                    out.append(
+                        {
+                            "run": entry["machine"]["date"],
+                            "date": entry["machine"]["date"][:10],
+                            "benchmark": entry["benchmark"],
+                            "system": system,
+                            "params": params,
+                            "measure": measure,
+                            "ratio": ratio,
+                        }
+                    )
+    return out
+
+
+def keras_ratio_table(ratios: list[dict]) -> str:
+    """`keras_ratios`' ratios as a Markdown table: one row per recipe, one column per measure, each
+    cell the median (min-max, number of runs) over the recorded runs; last, the runs behind the row.
+
+    Ratios of a recipe recorded with another parameter count than its newest run's (a former
+    network under the same or a former name) get a row of their own.
+    """
+    newest: dict[str, tuple[str, int]] = {}
+    for r in ratios:
+        if r["params"] is not None and r["run"] >= newest.get(r["system"], ("", 0))[0]:
+            newest[r["system"]] = (r["run"], r["params"])
+    groups: dict[str, dict[str, list[dict]]] = {}
+    for r in ratios:
+        label = f"`{r['system']}`"
+        if r["params"] is not None and r["params"] != newest[r["system"]][1]:
+            label += f", former {r['params']:,}-parameter network"
+        groups.setdefault(label, {}).setdefault(r["measure"], []).append(r)
+    labels = sorted(groups, key=lambda label: ("former" in label, list(groups).index(label)))
+    measures = [m for m in MEASURES if any(m in g for g in groups.values())]
+    body = []
+    for label in labels:
+        cells = []
+        for measure in measures:
+            values = [r["ratio"] for r in groups[label].get(measure, [])]
+            if len(values) > 1:
+                low, high, n = min(values), max(values), len(values)
+                cells.append(f"{statistics.median(values):.2f} ({low:.2f}-{high:.2f}, {n} runs)")
+            else:
+                cells.append(f"{values[0]:.2f} (1 run)" if values else "-")
+        body.append([label, *cells, _runs(groups[label])])
+    header = ["ours / Keras, same run: median (min-max, runs)", *measures, "runs (benchmark, date)"]
+    return _formatting().table(header, body)
+
+
+def _runs(by_measure: dict[str, list[dict]]) -> str:
+    """The recorded runs behind a table row: "vs_keras 2026-11-28 (2), frontier 2026-12-02"."""
+    runs: dict[tuple[str, str], set[str]] = {}
+    for rs in by_measure.values():
+        for r in rs:
+            runs.setdefault((r["benchmark"], r["date"]), set()).add(r["run"])
+    return ", ".join(
+        f"{benchmark} {date}" + (f" ({len(ids)})" if len(ids) > 1 else "")
+        for (benchmark, date), ids in runs.items()
+    )
 
 
 def _cell(v) -> str:

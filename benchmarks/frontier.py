@@ -6,7 +6,8 @@ timed from launch to exit (imports, data, compilation, training and every evalua
 Prints mean ± std of test accuracy, parameters, FLOPs (XLA's cost analysis x steps), epochs and
 wall time per recipe with its ratio to the tutorial's median wall time; appends everything to
 results.jsonl and draws docs/figures/frontier_wall.png (test accuracy against wall minutes; the
-compute figure, docs/figures/frontier.png, is benchmarks/seeds.py's).
+compute figure, docs/figures/frontier.png, is benchmarks/seeds.py's). `python benchmarks/vs_keras.py
+--table` sums up the ratios to Keras of every recorded run, each taken within its run.
 
   python benchmarks/frontier.py                                  # all recipes, seeds 0,1,2
   python benchmarks/frontier.py --recipes convnet_5ep --seeds 0 --keras-runs 1

@@ -3,10 +3,16 @@
 Alternates the runs (Keras, ours, Keras, ours, ...), each in a fresh process, and reports per system:
 steady epoch time at batch 64 (median of epochs 2..N, training only), images/s, wall seconds from
 launch (imports, data, compilation included) until the test accuracy first reaches 0.90 and 0.92,
-final test accuracy and peak resident memory; then our/Keras ratios. Appends to results.jsonl.
+final test accuracy and peak resident memory; then our/Keras ratios (our median over Keras' median
+in this run). Appends to results.jsonl.
+
+--table runs nothing: it prints, per recipe and measure, the ratios ours / Keras over every recorded
+run (this script's and benchmarks/frontier.py's), each computed within its run, as median
+(min-max, runs), with the runs' dates.
 
   python benchmarks/vs_keras.py                 # base and fast recipes vs Keras, 10 epochs each
   python benchmarks/vs_keras.py --epochs 3 --recipes base
+  python benchmarks/vs_keras.py --table         # the recorded same-run ratios
 """
 
 import argparse
@@ -20,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     ROOT,
     first_time_reaching,
+    keras_ratio_table,
+    keras_ratios,
     record,
     run_keras,
     run_timed,
@@ -79,7 +87,13 @@ def main():
     )
     parser.add_argument("--recipes", default="base,fast")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--table", action="store_true", help="print the recorded same-run ratios; run nothing"
+    )
     args = parser.parse_args()
+    if args.table:
+        print(keras_ratio_table(keras_ratios()))
+        return
     rows = []
     for _ in range(args.rounds):
         rows.append(keras_row(args.epochs))
@@ -92,10 +106,10 @@ def main():
     for r in rows:
         if r in keras:
             continue
-        k = keras[0]
         ratio = {"system": r["system"] + " / keras"}
         for col in ("epoch_s", "to_0.90_s", "to_0.92_s", "peak_rss_mb"):
-            ratio[col] = r[col] / k[col] if r.get(col) and k.get(col) else None
+            theirs = [k[col] for k in keras if k.get(col)]
+            ratio[col] = r[col] / statistics.median(theirs) if r.get(col) and theirs else None
         ratios.append(ratio)
     print("\n" + table(rows, COLUMNS))
     print("\nratios (ours / keras; < 1 means ours is faster or smaller):")

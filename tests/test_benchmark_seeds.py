@@ -1,9 +1,12 @@
 """benchmarks/seeds.py: a sweep's seeds become results rows; the newest row per seed is read back,
-rows recorded under a recipe's former name included."""
+rows recorded under a recipe's former name included. benchmarks/results.jsonl: every record names a
+command that runs from a clone, and the ours/Keras ratios are computed within one recorded run."""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 
 from conftest import ROOT
@@ -68,3 +71,103 @@ def test_seeds_are_recorded_and_read_back_newest_first(tmp_path, monkeypatch, ca
     out = capsys.readouterr().out
     assert "| convnet_l_20ep | 3 | 0.7867 | 0.2485 |" in out, out
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def test_every_recorded_command_runs_from_a_clone():
+    """Each record of results.jsonl names its command: `python benchmarks/X.py ...` or `python -m
+    fashion_jax.M ...`, with files that exist in the repository and no absolute folder."""
+    lines = common.RESULTS.read_text().splitlines()
+    assert lines
+    for number, line in enumerate(lines, 1):
+        command = json.loads(line).get("command")
+        assert command, f"results.jsonl line {number} names no command"
+        words = shlex.split(command)
+        assert words[0] == "python", (number, command)
+        assert not [w for w in words if re.match(r"(--[\w.-]+=)?[/~]", w)], (number, command)
+        if words[1] == "-m":
+            assert (ROOT / (words[2].replace(".", "/") + ".py")).is_file(), (number, command)
+        else:
+            assert words[1].startswith("benchmarks/"), (number, command)
+            assert (ROOT / words[1]).is_file(), (number, command)
+        if "--config" in words:
+            assert (ROOT / words[words.index("--config") + 1]).is_file(), (number, command)
+
+
+def test_recorded_command_is_relative_to_the_repository(tmp_path, monkeypatch):
+    results = tmp_path / "results.jsonl"
+    monkeypatch.setattr(common, "RESULTS", results)
+    argv = [
+        str(ROOT / "benchmarks" / "frontier.py"),
+        "--sweep",
+        str(tmp_path / "sweep"),
+        f"--figure={ROOT / 'docs' / 'figures' / 'f.png'}",
+        f"--other={tmp_path / 'elsewhere'}",
+        str(tmp_path / "sweep"),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    common.record("frontier", [])
+    common.record("frontier_seed", [], {"command": "python -m fashion_jax.sweep --workdir W"})
+    first, second = (json.loads(line) for line in results.read_text().splitlines())
+    assert first["command"] == (
+        "python benchmarks/frontier.py --sweep W --figure=docs/figures/f.png --other=W2 W"
+    )
+    assert second["command"] == "python -m fashion_jax.sweep --workdir W"
+
+
+def keras_record(date, benchmark, rows):
+    return json.dumps({"benchmark": benchmark, "machine": {"date": date}, "rows": rows})
+
+
+def test_keras_ratios_are_taken_within_one_run(tmp_path):
+    """Each ratio divides our median by Keras' median of the same record, never another record's."""
+    results = tmp_path / "results.jsonl"
+    slow_day = [
+        {"system": "keras (tutorial)", "epoch_s": 40.0, "to_0.90_s": 200.0, "peak_rss_mb": 1600.0},
+        {"system": "fashion_jax base", "epoch_s": 20.0, "to_0.90_s": 100.0, "peak_rss_mb": 800.0},
+    ]
+    quiet_day = [
+        {"system": "keras (tutorial)", "epoch_s": 10.0, "to_0.90_s": None, "peak_rss_mb": 1600.0},
+        {"system": "fashion_jax base", "epoch_s": 11.0, "to_0.90_s": 60.0, "peak_rss_mb": 960.0},
+    ]
+    frontier = [
+        {"system": "keras tutorial", "wall_s": 300.0},
+        {"system": "frontier_093", "seed": 0, "wall_s": 90.0, "params": 50},
+        {"system": "keras tutorial", "wall_s": 500.0},
+        {"system": "convnet_5ep", "seed": 0, "wall_s": 100.0, "params": 160},
+        {"system": "convnet_5ep", "seed": 1, "wall_s": 140.0, "params": 160},
+    ]
+    results.write_text(
+        "\n".join(
+            [
+                keras_record("2026-11-28T10:00:00+00:00", "vs_keras", slow_day),
+                keras_record("2026-11-28T11:00:00+00:00", "step_speed", [{"model": "seed_cnn"}]),
+                keras_record("2026-12-01T10:00:00+00:00", "vs_keras", quiet_day),
+                keras_record("2026-12-02T10:00:00+00:00", "vs_keras", slow_day[1:]),
+                keras_record("2026-12-03T10:00:00+00:00", "frontier", frontier),
+            ]
+        )
+        + "\n"
+    )
+    ratios = common.keras_ratios(results)
+    got = {(r["date"], r["system"], r["params"], r["measure"]): r["ratio"] for r in ratios}
+    assert got == {
+        ("2026-11-28", "base", None, "epoch time"): 0.5,
+        ("2026-11-28", "base", None, "launch to 0.90 accuracy"): 0.5,
+        ("2026-11-28", "base", None, "peak memory"): 0.5,
+        ("2026-12-01", "base", None, "epoch time"): 1.1,
+        ("2026-12-01", "base", None, "peak memory"): 0.6,
+        ("2026-12-03", "convnet_5ep", 50, "launch to exit"): 0.225,
+        ("2026-12-03", "convnet_5ep", 160, "launch to exit"): 0.3,
+    }
+    lines = common.keras_ratio_table(ratios).splitlines()
+    assert lines[0] == (
+        "| ours / Keras, same run: median (min-max, runs) | epoch time | launch to 0.90 accuracy"
+        " | launch to exit | peak memory | runs (benchmark, date) |"
+    )
+    assert lines[2:] == [
+        "| `base` | 0.80 (0.50-1.10, 2 runs) | 0.50 (1 run) | - | 0.55 (0.50-0.60, 2 runs) "
+        "| vs_keras 2026-11-28, vs_keras 2026-12-01 |",
+        "| `convnet_5ep` | - | - | 0.30 (1 run) | - | frontier 2026-12-03 |",
+        "| `convnet_5ep`, former 50-parameter network | - | - | 0.23 (1 run) | - "
+        "| frontier 2026-12-03 |",
+    ]
