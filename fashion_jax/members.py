@@ -102,20 +102,24 @@ def record_grid(root: Path, grid: dict[str, list[str]]) -> None:
 def run_together(members, ready=None, data=None) -> list[dict]:
     """Trains the unfinished `plan` members as one population (`population.train_population`);
     returns every member's row, the wall time shared out equally between the members trained."""
+    import jax
+
     from fashion_jax import population
 
     todo = [(w, c) for _, w, c in members if finished(w, c) is None]
     start = time.perf_counter()
+    results = {}
     if todo:
-        population.train_population(
+        summaries = population.train_population(
             [c for _, c in todo], [w for w, _ in todo], data=data, ready=ready
         )
         share = (time.perf_counter() - start) / len(todo)
-        for workdir, _ in todo:
-            summary = json.loads((workdir / workdir_lib.SUMMARY).read_text())
+        for (workdir, _), summary in zip(todo, summaries):
             summary["wall_seconds"] = share
-            (workdir / workdir_lib.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    return [row(point, c, finished(w, c) or {}) for point, w, c in members]
+            results[workdir] = summary
+            if jax.process_index() == 0:
+                (workdir / workdir_lib.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return [row(point, c, results.get(w) or finished(w, c) or {}) for point, w, c in members]
 
 
 def row(point: dict, config, summary: dict) -> dict:

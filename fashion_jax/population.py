@@ -403,7 +403,9 @@ def _save(run, i, state, window, loop, step, stopped, best=None, wait=False) -> 
         return
     try:
         metric = None if best is None else {checkpoints.VALIDATION_METRIC: best}
-        run.save(state, window, loop, step, metric, wait)
+        # Several processes: one member's save at a time (Orbax's cross-process barriers of
+        # different managers must not interleave).
+        run.save(state, window, loop, step, metric, wait or jax.process_count() > 1)
     except NonFiniteLossError as e:
         _stop_member(run, i, e, stopped)
 

@@ -218,3 +218,36 @@ def test_a_population_over_two_devices_matches_one_device(tmp_path, tiny_idx, ti
     two = json.loads((w / "sweep.json").read_text())["seeds"]
     for a, b in zip(one, two):
         assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.005, (a, b)
+
+
+def test_a_population_over_two_processes_matches_one_process(
+    tmp_path, tiny_idx, tiny_tfds, together
+):
+    """The multi-host recipe: two processes of two simulated devices each join one mesh and train
+    the same population; every member is written once, by process 0."""
+    from test_distributed import free_port
+
+    reference, _ = together
+    w, port = tmp_path / "sweep", free_port()
+    procs = []
+    for pid in range(2):
+        cluster = runner_args(
+            tiny_idx,
+            tiny_tfds,
+            distributed="true",
+            coordinator_address=f"localhost:{port}",
+            num_processes=2,
+            process_id=pid,
+        )
+        env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+        procs.append(_population(w, [*GRID, "--together", *cluster], env=env))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "over 4 device(s) (cpu), 2 process(es)" in outs[0][0]
+    one = json.loads((reference / "sweep.json").read_text())["seeds"]
+    two = json.loads((w / "sweep.json").read_text())["seeds"]
+    for a, b in zip(one, two):
+        assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.005, (a, b)
+    for name in (p.name for p in reference.iterdir() if p.is_dir()):
+        assert len(_evals(w / name)) == 2  # Written once.

@@ -1,0 +1,128 @@
+"""N members trained together (one vmapped program) against the same N one after another.
+
+For each network and N, two child processes, alternated: "together" steps a population of N
+members (`fashion_jax.population.build`, seeds 0..N-1, learning rates spread over a grid) and
+"one by one" steps N lone runs (`fashion_jax.programs.build`) one after another, each for the
+same number of timed steps after a warm-up (compilation excluded). Reports images per second
+(all members together), the speed-up of together over one by one, and each child's peak RSS.
+Appends to results.jsonl.
+
+  python benchmarks/population.py [--members 1,2,4,8,16] [--models seed_cnn,convnet_5ep] [--steps 20]
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, record, table  # noqa: E402
+
+# The networks: the tutorial's, and the 5-epoch recipe's (its experiment file's config).
+MODELS = {
+    "seed_cnn": ROOT / "experiments" / "base" / "config.py",
+    "convnet_5ep": ROOT / "experiments" / "convnet_5ep" / "config.py",
+}
+TRAIN_IMAGES = 8192  # Synthetic uint8 images: a step's cost does not depend on their content.
+
+
+def measure(model: str, members: int, mode: str, steps: int) -> dict:
+    """In this process: images/s of `steps` train steps of `members` members, `mode` "together"
+    or "one by one", after two warm-up steps per program."""
+    import jax
+    import numpy as np
+
+    from fashion_jax import config as config_lib
+    from fashion_jax import population, programs, sharding
+    from fashion_jax.data import DatasetInfo, Split
+
+    base = config_lib.load_experiment(MODELS[model])
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, TRAIN_IMAGES).astype(np.int32)
+    images = rng.integers(0, 256, (TRAIN_IMAGES, 28, 28, 1)).astype(np.uint8)
+    splits = {"train": Split(images, labels)}
+    info = DatasetInfo((28, 28, 1), 10, tuple(map(str, range(10))))
+    mesh, total = sharding.make_mesh(), 10_000
+    lr = base.learning_rate
+    configs = [
+        config_lib.apply_overrides(base, {"seed": str(i), "learning_rate": str(lr * (1 + i / 8))})
+        for i in range(members)
+    ]
+    if mode == "together":
+        groups = [population.build(configs, mesh, splits, info, total).programs]
+        window = lambda: population._new_windows([_Loop()] * members, mesh)
+    else:
+        groups = [programs.build(c, mesh, splits, info, total) for c in configs[:1]] * members
+        window = lambda: programs.new_window(mesh)
+    states = [(g.init(), window(), g.epoch_perm(0)) for g in groups]
+
+    def run(n):
+        for i, g in enumerate(groups):
+            state, win, perm = states[i]
+            for s in range(n):
+                state, win = g.train_chunk(state, win, g.images, g.labels, perm, s, 1)
+            jax.block_until_ready(state)
+            states[i] = (state, win, perm)
+
+    run(2)
+    start = time.perf_counter()
+    run(steps)
+    seconds = time.perf_counter() - start
+    return {
+        "images_per_second": members * steps * base.batch_size / seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+class _Loop:
+    window_loss = window_accuracy = 0.0
+
+
+def child(model: str, members: int, mode: str, steps: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", model, str(members), mode, str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--members", default="1,2,4,8,16")
+    parser.add_argument("--models", default="seed_cnn,convnet_5ep")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        model, members, mode, steps = args.child
+        print(json.dumps(measure(model, int(members), mode, int(steps))))
+        return
+    rows = []
+    for model in args.models.split(","):
+        for n in map(int, args.members.split(",")):
+            one = child(model, n, "one by one", args.steps)
+            together = child(model, n, "together", args.steps)
+            rows.append(
+                {
+                    "model": model,
+                    "members": n,
+                    "one_by_one_img_s": round(one["images_per_second"]),
+                    "together_img_s": round(together["images_per_second"]),
+                    "speed_up": round(together["images_per_second"] / one["images_per_second"], 2),
+                    "one_by_one_peak_mb": round(one["peak_rss_mb"]),
+                    "together_peak_mb": round(together["peak_rss_mb"]),
+                }
+            )
+            print(table(rows[-1:], list(rows[-1])), flush=True)
+    print(table(rows, list(rows[0])))
+    record("population", rows, {"steps": args.steps, "train_images": TRAIN_IMAGES})
+
+
+if __name__ == "__main__":
+    main()
