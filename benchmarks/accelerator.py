@@ -16,6 +16,9 @@ Sections, in this order (benchmarks/kit/: one module each):
    compiled chunk over device-resident synthetic data, float32 and bfloat16.
 4. time_to_accuracy: the real runner on each recipe with a target test accuracy (common.TARGETS),
    stopped at its target or when its budget is spent.
+5. population: N members trained together as one vmapped program against the same N one after
+   another (images/s of all members), seed_cnn and the 5-epoch recipe's network
+   (kit/population.py; benchmarks/population.py is the CPU table).
 
 Plans: `first` (the default) measures each model at its recipe's batch size and the platform's
 default steps per call, time to 0.90 for `fast`, and the overhead paths, in about 5 minutes;
@@ -49,6 +52,7 @@ from fashion_jax import models, sharding  # noqa: E402
 from kit import probe  # noqa: E402
 from kit.device import device_info, peak_section  # noqa: E402
 from kit.overhead import overhead_section  # noqa: E402
+from kit.population import population_section  # noqa: E402
 from kit.results import Results, Terminated, die_by, install_signal_handlers, run_section  # noqa: E402
 from kit.shared import N_TRAIN, Clock, Context, one_line, recipe_configs  # noqa: E402
 from kit.throughput import throughput_section  # noqa: E402
@@ -63,6 +67,7 @@ SECTIONS = {
     "overhead": overhead_section,
     "throughput": throughput_section,
     "time_to_accuracy": time_to_acc_section,
+    "population": population_section,
 }
 DEFAULT_RESULTS = Path("~/fashion_jax_results/accelerator.jsonl")
 RESULTS_ENV = "FASHION_JAX_RESULTS"
@@ -88,6 +93,9 @@ PLANS = {
         "overhead_examples": 19200,
         "min_run_s": 15,
         "time_to_acc_model": "recipe",
+        "population_members": "1,4,16,64",
+        "population_steps": 100,
+        "population_models": "seed_cnn,convnet_5ep",
     },
     "full": {
         "deadline_s": 420,
@@ -106,6 +114,9 @@ PLANS = {
         "overhead_examples": 0,
         "min_run_s": 15,
         "time_to_acc_model": "recipe",
+        "population_members": "1,2,4,8,16,32,64,128",
+        "population_steps": 200,
+        "population_models": "seed_cnn,convnet_5ep",
     },
     "smoke": {
         "deadline_s": 300,
@@ -124,6 +135,9 @@ PLANS = {
         "overhead_examples": 6400,
         "min_run_s": 0,
         "time_to_acc_model": probe.NAME,
+        "population_members": "2",
+        "population_steps": 2,
+        "population_models": "seed_cnn",
     },
 }
 
@@ -176,6 +190,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--overhead-epochs", type=int, help="epochs of the runner rows (d), >= 2")
     p.add_argument("--overhead-examples", type=int, help="runner rows (d): examples (0: all)")
     p.add_argument("--no-runner-overhead", dest="runner_overhead", action="store_false")
+    p.add_argument("--population-members", help="comma-separated member counts N")
+    p.add_argument("--population-steps", type=int, help="timed steps per population row")
+    p.add_argument("--population-models", help="networks of the population rows")
     p.add_argument("--data-dir", default="", help="tfds data dir for the runner")
     p.add_argument("--idx-dir", default="", help="IDX folder for the runner")
     args = p.parse_args(argv)

@@ -31,50 +31,61 @@ TRAIN_IMAGES = 8192  # Synthetic uint8 images: a step's cost does not depend on 
 
 def measure(model: str, members: int, mode: str, steps: int) -> dict:
     """In this process: images/s of `steps` train steps of `members` members, `mode` "together"
-    or "one by one", after two warm-up steps per program."""
+    or "one by one", and this process' peak RSS."""
+    from fashion_jax import config as config_lib
+    from fashion_jax import sharding
+
+    base = config_lib.load_experiment(MODELS[model])
+    ips = images_per_second(base, members, mode, steps, sharding.make_mesh(), TRAIN_IMAGES)
+    return {
+        "images_per_second": ips,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def images_per_second(base, members: int, mode: str, steps: int, mesh, examples: int) -> float:
+    """Images/s of all `members` members (seeds 0.., learning rates spread around `base`'s) over
+    `steps` train steps each on `examples` synthetic images, after two warm-up steps per program:
+    `mode` "together" (one population program) or "one by one" (a lone run's program, member
+    after member). Also the accelerator kit's population section."""
     import jax
     import numpy as np
 
     from fashion_jax import config as config_lib
-    from fashion_jax import population, programs, sharding
+    from fashion_jax import population, programs
     from fashion_jax.data import DatasetInfo, Split
 
-    base = config_lib.load_experiment(MODELS[model])
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 10, TRAIN_IMAGES).astype(np.int32)
-    images = rng.integers(0, 256, (TRAIN_IMAGES, 28, 28, 1)).astype(np.uint8)
+    labels = rng.integers(0, 10, examples).astype(np.int32)
+    images = rng.integers(0, 256, (examples, 28, 28, 1)).astype(np.uint8)
     splits = {"train": Split(images, labels)}
     info = DatasetInfo((28, 28, 1), 10, tuple(map(str, range(10))))
-    mesh, total = sharding.make_mesh(), 10_000
     lr = base.learning_rate
     configs = [
         config_lib.apply_overrides(base, {"seed": str(i), "learning_rate": str(lr * (1 + i / 8))})
         for i in range(members)
     ]
     if mode == "together":
-        groups = [population.build(configs, mesh, splits, info, total).programs]
+        groups = [population.build(configs, mesh, splits, info, 10_000).programs]
         window = lambda: population._new_windows([_Loop()] * members, mesh)
     else:
-        groups = [programs.build(c, mesh, splits, info, total) for c in configs[:1]] * members
+        groups = [programs.build(configs[0], mesh, splits, info, 10_000)] * members
         window = lambda: programs.new_window(mesh)
     states = [(g.init(), window(), g.epoch_perm(0)) for g in groups]
+    k = groups[0].steps_per_call
 
     def run(n):
         for i, g in enumerate(groups):
             state, win, perm = states[i]
-            for s in range(n):
-                state, win = g.train_chunk(state, win, g.images, g.labels, perm, s, 1)
+            for s in range(0, n, k):
+                state, win = g.train_chunk(state, win, g.images, g.labels, perm, s, min(k, n - s))
             jax.block_until_ready(state)
             states[i] = (state, win, perm)
 
-    run(2)
+    run(2 * k)
     start = time.perf_counter()
     run(steps)
-    seconds = time.perf_counter() - start
-    return {
-        "images_per_second": members * steps * base.batch_size / seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return members * steps * base.batch_size / (time.perf_counter() - start)
 
 
 class _Loop:

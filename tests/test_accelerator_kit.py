@@ -74,7 +74,11 @@ def test_smoke_writes_every_section(tmp_path, tiny_idx, tiny_tfds):
         "overhead": "ok",
         "throughput": "ok",
         "time_to_accuracy": "ok",
+        "population": "ok",
     }
+    (pop,) = entry["population"]
+    assert (pop["model"], pop["members"]) == ("seed_cnn", 2)
+    assert positive(pop["together_img_s"]) and positive(pop["one_by_one_img_s"]), pop
     device = entry["device"]
     for key in ("platform", "device_kind", "device_count", "jax", "jaxlib"):
         assert device[key], key
