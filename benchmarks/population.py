@@ -52,8 +52,9 @@ def images_per_second(base, members: int, mode: str, steps: int, mesh, examples:
     import numpy as np
 
     from fashion_jax import config as config_lib
-    from fashion_jax import population, programs
+    from fashion_jax import population, population_loop, programs
     from fashion_jax.data import DatasetInfo, Split
+    from fashion_jax.train import LoopState
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, examples).astype(np.int32)
@@ -67,7 +68,7 @@ def images_per_second(base, members: int, mode: str, steps: int, mesh, examples:
     ]
     if mode == "together":
         groups = [population.build(configs, mesh, splits, info, 10_000).programs]
-        window = lambda: population._new_windows([_Loop()] * members, mesh)
+        window = lambda: population_loop.new_windows([LoopState()] * members, mesh)
     else:
         groups = [programs.build(configs[0], mesh, splits, info, 10_000)] * members
         window = lambda: programs.new_window(mesh)
@@ -86,10 +87,6 @@ def images_per_second(base, members: int, mode: str, steps: int, mesh, examples:
     start = time.perf_counter()
     run(steps)
     return members * steps * base.batch_size / (time.perf_counter() - start)
-
-
-class _Loop:
-    window_loss = window_accuracy = 0.0
 
 
 def child(model: str, members: int, mode: str, steps: int) -> dict:

@@ -23,18 +23,17 @@ import contextlib
 import dataclasses
 import json
 import os
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from fashion_jax import checkpoints, optimizers, programs, sharding, steps, train
 from fashion_jax import config as config_lib
 from fashion_jax import data as data_lib
-from fashion_jax import metrics as metrics_lib
+from fashion_jax import optimizers, programs, sharding, steps, train
+from fashion_jax import population_loop as loop
 from fashion_jax import workdir as workdir_lib
-from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
+from fashion_jax.errors import ConfigError
 from fashion_jax.outputs import Outputs
 from fashion_jax.preemption import Preempted, StopFlag
 
@@ -140,7 +139,7 @@ def build(configs, mesh, splits, info, total_steps: int, search_dirs=()) -> Popu
     )
     n_train = len(splits["train"].labels)
     perm = jax.ShapeDtypeStruct((m, n_train), jnp.int32, sharding=repl)
-    window = jax.eval_shape(lambda: jax.vmap(lambda _: _zero_window())(jnp.arange(m)))
+    window = loop.new_windows([train.LoopState()] * m, mesh)
     compiled = chunk.lower(
         abstract, window, alone.images, alone.labels, perm, step_keys, values, 0, 1
     ).compile()
@@ -160,10 +159,6 @@ def build(configs, mesh, splits, info, total_steps: int, search_dirs=()) -> Popu
         ),
     )
     return Population(progs, values, m)
-
-
-def _zero_window():
-    return {"loss": jnp.float32(0), "accuracy": jnp.float32(0), "first_bad_step": jnp.int32(-1)}
 
 
 def _check_memory(compiled, members: int) -> None:
@@ -187,16 +182,6 @@ def _check_memory(compiled, members: int) -> None:
             f"program, more than the {limit / 2**30:.1f} GiB there; train fewer members at once "
             "(e.g. several sweeps over parts of the grid) or without --together."
         )
-
-
-def member(tree, i: int):
-    """Member `i`'s slice of a stacked pytree (TrainState, window)."""
-    return jax.tree.map(lambda x: x[i], tree)
-
-
-def stack(trees):
-    """The members' pytrees stacked on a new leading axis (replicated)."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def train_population(
@@ -234,18 +219,25 @@ def train_population(
             train.Run(c, pop.programs, Outputs(w, c), *pop.steps) for c, w in zip(configs, workdirs)
         ]
         try:
-            state, loops = _restore_or_init(runs, pop)
+            state, loops = loop.restore_or_init(runs, pop)
             if stop.requested(sync_point=True):
                 raise Preempted(stop.signum, int(state.step[0]), saved=False)
             for run in runs:
                 run.out.begin(run.config, info, int(state.step[0]))
-            state, loops, records, stopped = _train(runs, pop, state, loops, stop)
+            state, loops, records, stopped = loop.train(runs, pop, state, loops, stop)
         finally:
             for run in runs:
                 run.out.close()
         return [
-            _finish(
-                run, member(state, i), loops[i], records[i], stopped.get(i), splits, info, report
+            loop.finish(
+                run,
+                loop.member(state, i),
+                loops[i],
+                records[i],
+                stopped.get(i),
+                splits,
+                info,
+                report,
             )
             for i, run in enumerate(runs)
         ]
@@ -263,175 +255,3 @@ def _compile(configs, workdirs, mesh, splits, info) -> Population:
     pop = build(configs, mesh, splits, info, total, search_dirs=(str(workdirs[0]),))
     pop.steps = (spe, total)
     return pop
-
-
-def _restore_or_init(runs, pop: Population):
-    """(stacked state, [LoopState]) from each member's newest checkpoint at the newest step that
-    all members hold, or fresh ones at step 0."""
-    repl = sharding.replicated(pop.programs.mesh)
-    one = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=repl),
-        pop.programs.abstract_state,
-    )
-    restored = [run.out.restore(one) for run in runs]
-    if any(r is None for r in restored):
-        return pop.programs.init(), [train.LoopState() for _ in runs]
-    common = min(int(r[0].step) for r in restored)
-    restored = [
-        r if int(r[0].step) == common else run.out.restore(one, at_most=common)
-        for r, run in zip(restored, runs)
-    ]
-    if any(r is None or int(r[0].step) != common for r in restored):
-        return pop.programs.init(), [train.LoopState() for _ in runs]
-    if common > runs[0].total_steps:
-        raise CheckpointError(
-            f"the population's workdirs hold runs trained for {common} steps, more than "
-            f"num_epochs = {runs[0].config.num_epochs} allows ({runs[0].total_steps} steps). Ask "
-            "for at least as many epochs as were trained, or use another --workdir."
-        )
-    print(f"Resuming the population of {len(runs)} from step {common}.", flush=True)
-    stacked = jax.jit(stack, out_shardings=repl)([r[0] for r in restored])
-    return stacked, [train.LoopState.from_meta(r[1]) for r in restored]
-
-
-def _train(runs, pop: Population, state, loops, stop: StopFlag):
-    """The epochs for all members at once. Returns (state, loops, last eval record per member,
-    {member: reason} for the members stopped by a non-finite loss)."""
-    config, spe, progs = runs[0].config, runs[0].steps_per_epoch, pop.programs
-    step = int(state.step[0])
-    records: list[dict | None] = [None] * len(runs)
-    stopped: dict[int, str] = {}
-    window = _new_windows(loops, progs.mesh)
-    if runs[0].out.is_main:
-        print(
-            f"Training a population of {len(runs)} {config.model} members as one program "
-            f"({', '.join(pop.values) or 'seeds only'} per member); "
-            + train.headline(runs[0]).removeprefix("Training "),
-            flush=True,
-        )
-    for epoch in range(step // spe, config.num_epochs):
-        t_epoch = time.perf_counter()
-        state, window, step = _train_epoch(
-            runs, pop, state, window, loops, epoch, step, stop, stopped
-        )
-        seconds = time.perf_counter() - t_epoch
-        for i, run in enumerate(runs):
-            if i in stopped:
-                continue
-            s = member(state, i)
-            records[i] = run.evaluate(s, loops[i], step, epoch + 1, seconds)
-            best = records[i].get("validation_accuracy")
-            _save(run, i, s, member(window, i), loops[i], step, stopped, best)
-        if stop.requested(sync_point=True):
-            for run in runs:
-                run.out.ckpt.wait()
-            raise stop.preempted(step)
-    for run in runs:
-        run.out.ckpt.wait()
-    return state, loops, records, stopped
-
-
-def _train_epoch(runs, pop, state, window, loops, epoch, step, stop, stopped):
-    """`train.train_epoch` for the stacked members: logs, checkpoints and stops at the same exact
-    step boundaries, each member into its own workdir."""
-    config, spe, progs = runs[0].config, runs[0].steps_per_epoch, pop.programs
-    epoch_end = (epoch + 1) * spe
-    perm = progs.epoch_perm(epoch)
-    t_window, images_window = time.perf_counter(), 0
-    while step < epoch_end:
-        n = train.chunk_length(step, epoch_end, config, progs.steps_per_call)
-        state, window = progs.train_chunk(
-            state, window, progs.images, progs.labels, perm, step - epoch * spe, n
-        )
-        if progs.sync_each_call:
-            jax.block_until_ready(window)
-        step += n
-        for loop in loops:
-            loop.window_steps += n
-        images_window += n * config.batch_size
-        if step % config.log_every_steps == 0 or step == epoch_end:
-            for i, run in enumerate(runs):
-                if i not in stopped:
-                    try:
-                        run.log(member(window, i), loops[i], step, images_window, t_window, None)
-                    except NonFiniteLossError as e:
-                        _stop_member(run, i, e, stopped)
-            window = _new_windows(loops, progs.mesh)
-            t_window, images_window = time.perf_counter(), 0
-        if step < epoch_end:
-            if stop.requested(sync_point=step % config.log_every_steps == 0):
-                for i, run in enumerate(runs):
-                    _save(
-                        run,
-                        i,
-                        member(state, i),
-                        member(window, i),
-                        loops[i],
-                        step,
-                        stopped,
-                        wait=True,
-                    )
-                raise stop.preempted(step)
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-                for i, run in enumerate(runs):
-                    _save(run, i, member(state, i), member(window, i), loops[i], step, stopped)
-    return state, window, step
-
-
-def _new_windows(loops, mesh):
-    """The members' device-side metric windows, each starting from its loop's sums."""
-    return jax.device_put(
-        stack(
-            [
-                {
-                    "loss": jnp.float32(loop.window_loss),
-                    "accuracy": jnp.float32(loop.window_accuracy),
-                    "first_bad_step": jnp.int32(-1),
-                }
-                for loop in loops
-            ]
-        ),
-        sharding.replicated(mesh),
-    )
-
-
-def _save(run, i, state, window, loop, step, stopped, best=None, wait=False) -> None:
-    """Saves member `i` as its run alone would, unless it stopped; a non-finite loss stops it.
-    A step the member already holds is not saved again: a population resumed behind one of its
-    members (killed while only some had saved) retraces that member's steps bit for bit."""
-    if i in stopped or step in run.out.ckpt.steps():
-        return
-    try:
-        metric = None if best is None else {checkpoints.VALIDATION_METRIC: best}
-        # Several processes: one member's save at a time (Orbax's cross-process barriers of
-        # different managers must not interleave).
-        run.save(state, window, loop, step, metric, wait or jax.process_count() > 1)
-    except NonFiniteLossError as e:
-        _stop_member(run, i, e, stopped)
-
-
-def _stop_member(run, i: int, error: NonFiniteLossError, stopped: dict) -> None:
-    stopped[i] = str(error)
-    print(f"member {i} ({run.out.workdir}) stopped: {error}", flush=True)
-
-
-def _finish(run, state, loop, record, stopped, splits, info, report) -> dict[str, Any]:
-    """A member's summary.json (and report), as its run alone would write them."""
-    from fashion_jax import report as report_lib
-
-    summary = metrics_lib.summary(
-        record or run.out.last_eval(),
-        step=int(state.step),
-        steps_per_epoch=run.steps_per_epoch,
-        batch_size=run.config.batch_size,
-        train_seconds=loop.train_seconds,
-        costs=run.programs.costs,
-        devices=run.programs.mesh.devices.size,
-    )
-    if stopped is not None:
-        summary["stopped"] = stopped
-    run.out.finish(run.config, summary)
-    if run.out.is_main and report and stopped is None and "test" in splits:
-        trained = report_lib.Trained(run.config, state, splits["test"], info)
-        train.report_safely(run.out.workdir, trained)
-    return summary
