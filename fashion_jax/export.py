@@ -30,11 +30,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fashion_jax import models, steps
+from fashion_jax import cpu_ops, steps
 from fashion_jax.errors import UserError
 
 FORMATS = ("onnx", "saved_model", "stablehlo")
@@ -83,27 +84,21 @@ class Result:
 # --- The readable formulation -----------------------------------------------------------------
 
 
-# Fast model class -> its readable counterpart (a Linen module with the same fields and params).
-READABLE = {models.SeedCNN: models.PlainSeedCNN, models.ConvNet: models.PlainConvNet}
-
-
 def readable_apply_fn(apply_fn: Callable) -> Callable | None:
     """The readable formulation of a model: an `apply` with the same parameters, or None.
 
-    apply_fn: a TrainState's `apply_fn`, the bound `apply` of a Linen module. Returns the `apply` of
-    its counterpart in `READABLE`, built with the same field values, or None where the model has
-    none (it is then exported as trained). Callers check that the logits agree.
+    apply_fn: a TrainState's `apply_fn`, the bound `apply` of a Linen module. A module with a
+    `formulation` field (`cpu_ops.FORMULATIONS`; the built-in networks) is cloned with
+    `formulation="plain"` (standard ops, the same parameters) and its `apply` returned; None for
+    any other model (it is then exported as trained). Callers check that the logits agree.
     """
     module = getattr(apply_fn, "__self__", None)
-    plain = READABLE.get(type(module))
-    if plain is None:
-        return None
-    fields = {
-        f.name: getattr(module, f.name)
-        for f in dataclasses.fields(plain)
-        if f.init and f.name not in ("parent", "name") and hasattr(module, f.name)
-    }
-    return plain(**fields).apply
+    if (
+        isinstance(module, nn.Module)
+        and getattr(module, "formulation", None) in cpu_ops.FORMULATIONS
+    ):
+        return module.clone(formulation="plain").apply
+    return None
 
 
 def formulations(state) -> dict[str, Any]:

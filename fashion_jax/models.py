@@ -7,6 +7,11 @@ precision on accelerators); parameters are float32 and logits come back as float
 `SeedCNN` is the tutorial's Keras network layer for layer (140,682 parameters on 28x28x1). The
 stronger models are selected by name through `get_model(name)`; `config.model` may also name your
 own class by import path (`resolve`, `build`): a Linen `nn.Module` or an `nnx.Module`.
+
+`SeedCNN` and `ConvNet` are each written once, in layers of `cpu_ops.conv_pool`, whose
+implementation their `formulation` field chooses: "fast" (the default, what training runs, several
+times faster on XLA:CPU) or "plain" (standard ops: what `export` writes out). Both formulations
+have the same parameters and compute the same logits (tests/test_cpu_ops.py compares them).
 """
 
 from __future__ import annotations
@@ -23,33 +28,47 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
-from fashion_jax.cpu_ops import conv_valid, conv_valid_im2col, max_pool_2x2
+from fashion_jax.cpu_ops import conv_pool
 from fashion_jax.errors import ConfigError
 
 
-class _ConvParams(nn.Module):
-    """The parameters of `nn.Conv(features, (3, 3))` (kernel [3, 3, Cin, features], bias), unapplied."""
+class Conv3x3(nn.Module):
+    """`nn.Conv(features, (3, 3), padding)` (kernel [3, 3, Cin, features], bias), optionally
+    followed by ReLU and a 2x2 max pool, computed by `cpu_ops.conv_pool` in `formulation`."""
 
     features: int
+    padding: str = "VALID"
+    relu: bool = False
+    pool: bool = False
+    formulation: str = "fast"
+    dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, cin: int):
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features))
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
+        )
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return kernel, bias
+        x, kernel, bias = (t.astype(self.dtype) for t in (x, kernel, bias))
+        return conv_pool(
+            x,
+            kernel,
+            bias,
+            padding=self.padding,
+            relu=self.relu,
+            pool=self.pool,
+            formulation=self.formulation,
+        )
 
 
 class SeedCNN(nn.Module):
     """The tutorial's network: Conv64-ReLU-Pool, Conv64-ReLU-Pool, Dense64 (linear), Dense10.
 
-    Parameters and outputs are those of the plain Linen version
-    (`nn.Conv(64, (3, 3), padding="VALID")` -> relu -> 2x2 max pool, twice, then two `nn.Dense`;
-    tests check both), computed in an order that makes a train step 3.4x faster on CPU (21.9
-    against 74.9 ms at batch 64, `benchmarks/step_speed.py`; benchmarks/NOTES.md): pooling comes
-    before the bias and ReLU (max commutes with both), and the second convolution only computes the
-    10x10 outputs that its pooling keeps.
+    The "fast" formulation makes a train step 3.4x faster on CPU than the "plain" one (21.9
+    against 74.9 ms at batch 64, `benchmarks/step_speed.py`; benchmarks/NOTES.md): it pools before
+    the bias and ReLU, and the second convolution only computes the 10x10 outputs that its pooling
+    keeps. Same parameters and logits as the Keras-like Linen version (tests check it).
     """
 
     num_classes: int = 10
@@ -57,44 +76,22 @@ class SeedCNN(nn.Module):
     hidden: int = 64  # Width of the first Dense layer.
     hidden_relu: bool = False  # The tutorial has no activation there.
     dtype: Any = jnp.float32
+    formulation: str = "fast"  # Or "plain" (see above).
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
         del train  # No dropout or batch norm: kept for a uniform model signature.
-        cast = lambda *a: [t.astype(self.dtype) for t in a]
-        kernel, bias = cast(*_ConvParams(self.features[0], name="Conv_0")(x.shape[-1]))
-        x = nn.relu(max_pool_2x2(conv_valid_im2col(*cast(x), kernel)) + bias)  # [B, 13, 13, C1]
-        kernel, bias = cast(*_ConvParams(self.features[1], name="Conv_1")(x.shape[-1]))
-        x = nn.relu(max_pool_2x2(conv_valid(x[:, :12, :12, :], kernel)) + bias)  # [B, 5, 5, C2]
-        x = x.reshape(x.shape[0], -1)
+        conv = functools.partial(
+            Conv3x3, relu=True, pool=True, formulation=self.formulation, dtype=self.dtype
+        )
+        x = conv(self.features[0], name="Conv_0")(x)  # Conv2D + MaxPooling2D: [B, 13, 13, C1]
+        x = conv(self.features[1], name="Conv_1")(x)  # Conv2D + MaxPooling2D: [B, 5, 5, C2]
+        x = x.reshape(x.shape[0], -1)  # Flatten.
         x = nn.Dense(self.hidden, dtype=self.dtype, name="Dense_0")(x)
         if self.hidden_relu:
             x = nn.relu(x)
         return nn.Dense(self.num_classes, dtype=self.dtype, name="Dense_1")(x).astype(jnp.float32)
-
-
-class PlainSeedCNN(nn.Module):
-    """SeedCNN written the obvious way (nn.Conv, nn.max_pool): the reference that `SeedCNN` (and
-    `fast_cnn`, with the same fields) must match, parameter for parameter and logit for logit."""
-
-    num_classes: int = 10
-    features: tuple[int, int] = (64, 64)
-    hidden: int = 64
-    hidden_relu: bool = False
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
-        del train
-        pool = lambda y: nn.max_pool(y, (2, 2), (2, 2), padding="VALID")
-        x = pool(nn.relu(nn.Conv(self.features[0], (3, 3), padding="VALID", dtype=self.dtype)(x)))
-        x = pool(nn.relu(nn.Conv(self.features[1], (3, 3), padding="VALID", dtype=self.dtype)(x)))
-        x = nn.Dense(self.hidden, dtype=self.dtype)(x.reshape(x.shape[0], -1))
-        if self.hidden_relu:
-            x = nn.relu(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
 class ResidualBlock(nn.Module):
@@ -122,7 +119,8 @@ class ResNetSmall(nn.Module):
     """A pre-activation ResNet for 28x28 inputs: 3 stages (28, 14, 7 px), batch norm, global pooling.
 
     With the default widths (32, 64, 128) and 2 blocks per stage: 695,658 parameters (under 1M, a
-    test asserts it) and about 146 MFLOP per forward pass of one image (SeedCNN: 10 MFLOP).
+    test asserts it) and about 146 MFLOP per forward pass of one image (SeedCNN: 10 MFLOP). Written
+    in standard Linen layers only (no fast formulation).
     """
 
     num_classes: int = 10
@@ -146,31 +144,27 @@ class ResNetSmall(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """3x3 SAME convolution -> (2x2 max pool) -> batch norm -> ReLU, the airbench block order: the
-    normalization and activation run on the pooled, 4x smaller tensor.
+    """3x3 SAME convolution (no bias) -> (2x2 max pool) -> batch norm -> ReLU, the airbench block
+    order: the normalization and activation run on the pooled, 4x smaller tensor.
 
-    Computed with the fast CPU formulations (im2col for one input channel, the custom-VJP VALID
-    convolution on the zero-padded input; before a pool only the outputs it keeps). The parameters
-    are those of `nn.Conv(features, (3, 3), use_bias=False)` and `nn.BatchNorm`.
+    The parameters are those of `nn.Conv(features, (3, 3), use_bias=False)` ("kernel", directly in
+    the block) and `nn.BatchNorm` ("BatchNorm_0"); `formulation` as in `SeedCNN`.
     """
 
     features: int
     pool: bool = False
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
+    formulation: str = "fast"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         """x: float[B, H, W, Cin] -> float[B, H, W, features] (H // 2, W // 2 with `pool`)."""
-        cin = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features))
-        x = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
-        if self.pool:  # Only the rows and columns the floor pooling keeps.
-            x = x[:, : (x.shape[1] - 2) // 2 * 2 + 2, : (x.shape[2] - 2) // 2 * 2 + 2, :]
-        conv = conv_valid_im2col if cin == 1 else conv_valid
-        y = conv(x, kernel.astype(self.dtype))
-        if self.pool:
-            y = max_pool_2x2(y)
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
+        )
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        y = conv_pool(x, kernel, padding="SAME", pool=self.pool, formulation=self.formulation)
         y = nn.BatchNorm(
             use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype
         )(y)
@@ -183,74 +177,33 @@ class ConvNet(nn.Module):
     max pool and one Dense layer.
 
     widths: the channels of the pooling blocks; extra: (after_block, width) pairs of non-pooling
-    blocks inserted after the given pooling block (0-based). `Block` (a class attribute, not a
-    field) builds each block: `ConvBlock` here, `PlainConvBlock` in `PlainConvNet`.
+    blocks inserted after the given pooling block (0-based); formulation: as in `SeedCNN`.
     """
 
-    Block = ConvBlock
     num_classes: int = 10
     widths: tuple[int, ...] = (24, 48, 96)
     extra: tuple[tuple[int, int], ...] = ()
     bn_momentum: float = 0.9
     dtype: Any = jnp.float32
+    formulation: str = "fast"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
+        block = functools.partial(
+            ConvBlock, bn_momentum=self.bn_momentum, dtype=self.dtype, formulation=self.formulation
+        )
         x = x - 0.286  # The training set's mean pixel.
-        n = 0  # Blocks are named ConvBlock_0, ConvBlock_1, ... in order, whatever `Block` is.
+        n = 0  # Blocks are named ConvBlock_0, ConvBlock_1, ... in order.
         for i, width in enumerate(self.widths):
-            x = self.Block(width, True, self.bn_momentum, self.dtype, name=f"ConvBlock_{n}")(
-                x, train
-            )
+            x = block(width, pool=True, name=f"ConvBlock_{n}")(x, train)
             n += 1
             for after, extra_width in self.extra:
                 if after == i:
-                    x = self.Block(
-                        extra_width, False, self.bn_momentum, self.dtype, name=f"ConvBlock_{n}"
-                    )(x, train)
+                    x = block(extra_width, pool=False, name=f"ConvBlock_{n}")(x, train)
                     n += 1
         x = x.max(axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype, name="Dense_0")(x).astype(jnp.float32)
-
-
-class PlainConvBlock(ConvBlock):
-    """`ConvBlock` in standard ops: SAME 3x3 convolution, (2x2 max pool), batch norm, ReLU.
-
-    The same fields, parameters ("kernel" [3, 3, Cin, features], "BatchNorm_0") and values: the
-    fast block's zero padding plus VALID convolution is the SAME convolution, and computing only
-    the rows the floor pooling keeps leaves the pooled values as they are. The reference tests
-    compare `ConvBlock` with, and the formulation `export` writes out.
-    """
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        """x: float[B, H, W, Cin] -> float[B, H, W, features] (H // 2, W // 2 with `pool`)."""
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
-        )
-        y = lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel.astype(self.dtype),
-            (1, 1),
-            "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        if self.pool:
-            y = nn.max_pool(y, window_shape=(2, 2), strides=(2, 2), padding="VALID")
-        y = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            dtype=self.dtype,
-            name="BatchNorm_0",
-        )(y)
-        return nn.relu(y)
-
-
-class PlainConvNet(ConvNet):
-    """`ConvNet` built from `PlainConvBlock`s: the same fields, parameters and logits."""
-
-    Block = PlainConvBlock
 
 
 MODELS = {
@@ -258,9 +211,10 @@ MODELS = {
     # SeedCNN at a third of its FLOPs (conv widths 32/32) with a ReLU, wider hidden layer: the
     # time-to-accuracy model of experiments/fast.
     "fast_cnn": functools.partial(SeedCNN, features=(32, 32), hidden=128, hidden_relu=True),
-    "plain_seed_cnn": PlainSeedCNN,
+    # The same two in standard ops (the baseline of benchmarks/step_speed.py).
+    "plain_seed_cnn": functools.partial(SeedCNN, formulation="plain"),
     "plain_fast_cnn": functools.partial(
-        PlainSeedCNN, features=(32, 32), hidden=128, hidden_relu=True
+        SeedCNN, features=(32, 32), hidden=128, hidden_relu=True, formulation="plain"
     ),
     "resnet_small": ResNetSmall,
     # Accuracy per CPU-minute (benchmarks/NOTES.md, "Frontier"): ~7, ~12 and ~33 MFLOP per image.
