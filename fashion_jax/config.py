@@ -38,6 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Where "module" of "module:Name" is looked up first (module.py there), before the workdir and
     # sys.path; the runner sets it to the experiment file's folder (see models.resolve).
     c.model_dir = ""
+    # Resume a run whose model code (your module:Name file, or fashion_jax's version for a built-in
+    # model) changed since it was trained: the trained weights go on with the edited code. Off,
+    # such a resume is refused (see workdir.check_code); once used, config.json keeps it true.
+    c.continue_with_changed_code = False
     c.num_epochs = 10
     c.batch_size = 64  # Global batch, split over all devices.
     c.learning_rate = 1e-3  # Peak learning rate when a schedule is used.
@@ -105,6 +109,7 @@ RESUMABLE_KEYS = frozenset(
         "distributed_timeout_seconds",
         "steps_per_call",
         "model_dir",  # Where the model's code is found, not what it is (model, model_kwargs are).
+        "continue_with_changed_code",  # Asked for one resume; the run's records keep it.
     }
 )
 

@@ -42,7 +42,7 @@ TRACED = ("learning_rate", "weight_decay", "momentum", "label_smoothing", "augme
 # Of those, the ones whose 0 builds another optimizer state than any other value.
 ZERO_CHANGES_STATE = ("weight_decay", "momentum")
 # Keys that name where the data and outputs live or how progress is shown, not the training.
-_FREE = ("seed", "progress_bar", "model_dir")
+_FREE = ("seed", "progress_bar", "model_dir", "continue_with_changed_code")
 
 
 def varying(configs) -> dict[str, list]:
@@ -222,8 +222,11 @@ def train_population(
             state, loops = loop.restore_or_init(runs, pop)
             if stop.requested(sync_point=True):
                 raise Preempted(stop.signum, int(state.step[0]), saved=False)
+            one = jax.tree.map(  # A member's state shapes: model.json's parameter structure.
+                lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), pop.programs.abstract_state
+            )
             for run in runs:
-                run.out.begin(run.config, info, int(state.step[0]))
+                run.out.begin(run.config, info, int(state.step[0]), abstract_state=one)
             state, loops, records, stopped = loop.train(runs, pop, state, loops, stop)
         finally:
             for run in runs:

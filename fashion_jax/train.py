@@ -266,7 +266,7 @@ def train_and_evaluate(
             state, loop = run.restore_or_init()
             if stop.requested(sync_point=True):
                 raise Preempted(stop.signum, int(state.step), saved=False)
-            run.out.begin(config, info, int(state.step))
+            run.out.begin(config, info, int(state.step), abstract_state=run.programs.abstract_state)
             state, loop, last_eval = _train(run, state, loop, stop)
         finally:
             run.out.close()

@@ -4,10 +4,11 @@ export and research code (`fashion_jax.load_trained`). Read-only: safe beside a 
 from __future__ import annotations
 
 import functools
+import sys
 
 import jax
 
-from fashion_jax import checkpoints, optimizers, sharding, steps
+from fashion_jax import checkpoints, fingerprints, optimizers, sharding, steps
 from fashion_jax import config as config_lib
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError
@@ -20,7 +21,8 @@ def load_trained(workdir):
     `model_kwargs` (a "module:Name" file looked for in `model_dir`, then the workdir, then
     sys.path), with the image shape and classes of its dataset (`data.describe`). Raises
     CheckpointError when the workdir holds no run or no readable checkpoint. The state's params
-    are float32 pytrees; `state.apply_fn` is the model's pure apply.
+    are float32 pytrees; `state.apply_fn` is the model's pure apply. Prints one `warning:` line
+    (stderr) when the model's code differs from the code that trained (model.json).
     """
     workdir = workdir_lib.check_path(workdir)
     config = workdir_lib.load_config(workdir)
@@ -52,6 +54,25 @@ def load_trained(workdir):
             f"{workdir}/{workdir_lib.CHECKPOINTS} holds no readable checkpoint: train first."
         )
     state, meta = restored
+    warn_changed_code(workdir, config)
     if meta.get("total_steps"):  # The optimizer of the run's own length: continuing matches it.
         state = state.replace(tx=optimizers.make_optimizer(config, int(meta["total_steps"])))
     return config, state
+
+
+def warn_changed_code(workdir, config) -> None:
+    """One `warning:` line when the code that builds `config.model` now differs from the code
+    recorded in WORKDIR/model.json (nothing for runs older than it)."""
+    recorded = workdir_lib.read_model_info(workdir)
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("code"), dict):
+        return
+    now = fingerprints.code(config, (str(workdir),))
+    changes = fingerprints.code_differences(recorded["code"], now)
+    if changes:
+        print(
+            f"warning: the model's code changed since the run in {workdir} was trained "
+            f"({'; '.join(changes)}); its weights are used with the code as it is now. Restore "
+            "the code, or retrain with --restart.",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -4,6 +4,7 @@
       config.py           the experiment (optional; yours)
       config.json         the resolved config the run was started with (written by the runner)
       dataset.json        the data's image shape, number of classes and class names
+      model.json          the model's code and parameter structure (fingerprints.code, .params)
       metrics.jsonl       one JSON record per log step ("train") and per epoch ("eval")
       summary.json        the final numbers, written when the run finishes
       checkpoints/<step>/ Orbax checkpoints; damaged ones are moved to checkpoints_invalid/
@@ -32,6 +33,7 @@ from fashion_jax.errors import CheckpointError, ConfigError, UserError
 CONFIG_FILE = "config.py"
 CONFIG_JSON = "config.json"
 DATASET_JSON = "dataset.json"
+MODEL_JSON = "model.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
@@ -46,6 +48,7 @@ LOCK = ".lock"
 OUTPUTS = (
     CONFIG_JSON,
     DATASET_JSON,
+    MODEL_JSON,
     METRICS,
     SUMMARY,
     CHECKPOINTS,
@@ -68,7 +71,7 @@ PLOT_FILES = tuple(
         "samples.png",
     )
 )
-FILES = (CONFIG_JSON, DATASET_JSON, METRICS, SUMMARY, REPORT, LOCK, *PLOT_FILES)
+FILES = (CONFIG_JSON, DATASET_JSON, MODEL_JSON, METRICS, SUMMARY, REPORT, LOCK, *PLOT_FILES)
 
 
 def check_kinds(files=(), folders=(), fix: str = "Move it away and rerun.") -> None:
@@ -185,6 +188,54 @@ def read_dataset_info(workdir: str | os.PathLike):
         return None
 
 
+def read_model_info(workdir: str | os.PathLike) -> dict | None:
+    """The record in WORKDIR/model.json (see `write_model_info`), or None when there is none (runs
+    older than it) or it is unreadable."""
+    return read_json(Path(workdir) / MODEL_JSON)
+
+
+def write_model_info(workdir: Path, config, code: dict, params: dict, step: int) -> None:
+    """Records what the model of the run in `workdir` is: {"model", "code" (fingerprints.code),
+    "params" (fingerprints.params), "changes"}. `changes` lists, with the step, each time the run
+    went on with other code (`continue_with_changed_code`); earlier entries are kept."""
+    previous = read_model_info(workdir) or {}
+    changes = list(previous.get("changes", []))
+    if "code" in previous and previous["code"] != code:
+        changes.append({"step": step, "from": previous["code"], "to": code})
+    record = {"model": config.model, "code": code, "params": params, "changes": changes}
+    (Path(workdir) / MODEL_JSON).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def check_code(workdir: Path, config) -> None:
+    """Refuses to resume the run in `workdir` with model code other than the code recorded in its
+    model.json (an edited net.py, a file it imports, another fashion_jax version for a built-in
+    model), unless `config.continue_with_changed_code`. Runs older than model.json pass."""
+    from fashion_jax import fingerprints
+
+    recorded = read_model_info(workdir)
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("code"), dict):
+        return
+    changes = fingerprints.code_differences(
+        recorded["code"], fingerprints.code(config, (str(workdir),))
+    )
+    if not changes:
+        return
+    if config.continue_with_changed_code:
+        print(
+            f"note: continuing the run in {workdir} with changed model code ({'; '.join(changes)}), "
+            "as continue_with_changed_code asks (model.json and config.json record it).",
+            flush=True,
+        )
+        return
+    raise CheckpointError(
+        f"the model's code changed since the run in {workdir} was trained ({'; '.join(changes)}): "
+        f"resuming would train the edited {config.model} on the old weights. Pass --restart to "
+        "train it afresh (the old outputs are moved to a backup folder), or "
+        "--config.continue_with_changed_code=true to continue the trained weights with the "
+        "edited code on purpose (recorded in the run's config)."
+    )
+
+
 def create(workdir: Path) -> None:
     """Creates `workdir` if needed; raises UserError if a file is in the way or it is not writable."""
     if workdir.exists() and not workdir.is_dir():
@@ -242,6 +293,7 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
             "or --restart to move the old files aside."
         ) from None
     config_lib.check_resume(previous, config, workdir)
+    check_code(workdir, config)
 
 
 def identity(workdir: Path) -> tuple[int, int] | None:

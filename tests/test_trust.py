@@ -1,0 +1,243 @@
+"""A run is what it was: a rerun, predict, report and export notice when the model's code, its
+parameters or the data differ from what trained, refuse a resume with one line (nothing on disk
+changed), and never take an incompatible checkpoint for a damaged one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from conftest import fingerprint, runner_args
+
+NET = """import flax.linen as nn
+
+
+class Net(nn.Module):
+    num_classes: int
+    hidden: int = 16
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        return nn.Dense(self.num_classes)(x)
+"""
+
+CONFIG = """from fashion_jax.config import get_config as defaults
+
+
+def get_config():
+    c = defaults()
+    c.model = "net:Net"
+    return c
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_bytecode(monkeypatch):
+    """Importing net.py writes no __pycache__ beside it (the folder's fingerprint is compared)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+
+
+@pytest.fixture(scope="module")
+def args(tiny_idx, tiny_tfds):
+    """One short epoch of 4 steps on the tiny dataset."""
+    return runner_args(tiny_idx, tiny_tfds, num_epochs=1, max_train_examples=128)
+
+
+def forget_user_modules():
+    """Drops the user model files this process imported, as a new process would not have them."""
+    for name in [n for n in sys.modules if n.startswith("fashion_jax_user_model_")]:
+        del sys.modules[name]
+
+
+def experiment(folder, net=NET, config=CONFIG, **files):
+    """An experiment folder (config.py, net.py and `files`), which is also the run's workdir."""
+    folder.mkdir(parents=True)
+    for name, text in {"config.py": config, "net.py": net, **files}.items():
+        (folder / f"{name}.py" if "." not in name else folder / name).write_text(text)
+    forget_user_modules()
+    return folder
+
+
+def run(workdir, args, *extra) -> int:
+    from fashion_jax import run as run_lib
+
+    return run_lib.main(["--workdir", str(workdir), *args, *extra])
+
+
+def refused(capsys, workdir, status, *fragments):
+    """Exit 2, one `error:` line holding `fragments`, no traceback."""
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("error: ") and err.count("error:") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+@pytest.fixture
+def trained(tmp_path, args):
+    """experiments/mine trained for one epoch (4 steps) with net.py's Net. (Its config.json
+    names this folder as model_dir, so a copy would read the original's net.py: one per test.)"""
+    folder = experiment(tmp_path / "mine")
+    assert run(folder, args) == 0
+    forget_user_modules()
+    return folder
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    forget_user_modules()  # What a new process would import.
+
+
+# ----------------------------------------------------------------------------- the model's code
+
+
+def test_the_model_record_names_the_files_and_the_parameters(trained):
+    record = json.loads((trained / "model.json").read_text())
+    assert record["model"] == "net:Net" and record["changes"] == []
+    assert record["code"]["kind"] == "files" and list(record["code"]["files"]) == ["net.py"]
+    assert record["params"]["shapes"]["params/Dense_0/kernel"] == "float32[784, 16]"
+    assert record["params"]["count"] == 784 * 16 + 16 + 16 * 10 + 10
+
+
+def test_an_edited_model_file_is_refused_and_continued_only_on_purpose(trained, args, capsys):
+    from fashion_jax import predict
+
+    edit(trained / "net.py", "nn.relu(", "nn.tanh(")  # Same parameters, other code.
+    before = fingerprint(trained)
+    err = refused(
+        capsys,
+        trained,
+        run(trained, args, "--config.num_epochs=2"),
+        f"{trained / 'net.py'} changed",
+        "--restart",
+        "--config.continue_with_changed_code=true",
+    )
+    assert "Resuming" not in capsys.readouterr().out
+    assert fingerprint(trained) == before, err
+    # The readers say so, once, and still classify with the code as it is.
+    assert predict.main(["--workdir", str(trained), "--index", "0"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and f"{trained / 'net.py'} changed" in err, err
+    # On purpose: the run goes on with the edited code, and its records say so.
+    forget_user_modules()
+    assert run(trained, args, "--config.num_epochs=2", "--config.continue_with_changed_code=1") == 0
+    out = capsys.readouterr().out
+    assert "note: continuing the run" in out and "Resuming from the checkpoint at step 4" in out
+    record = json.loads((trained / "model.json").read_text())
+    assert [c["step"] for c in record["changes"]] == [4]
+    assert json.loads((trained / "config.json").read_text())["continue_with_changed_code"] is True
+    # The edited code is now the run's: a plain rerun resumes, the config keeps the record.
+    forget_user_modules()
+    assert run(trained, args, "--config.num_epochs=3") == 0
+    assert "Resuming from the checkpoint at step 8" in capsys.readouterr().out
+    assert json.loads((trained / "config.json").read_text())["continue_with_changed_code"] is True
+    assert predict.main(["--workdir", str(trained), "--index", "0"]) == 0
+    assert "warning:" not in capsys.readouterr().err
+
+
+def test_an_edited_file_that_the_model_imports_is_refused(tmp_path, args, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path / "mine"))
+    net = NET.replace("import flax.linen as nn\n", "import flax.linen as nn\nimport trust_act\n")
+    net = net.replace("nn.relu(", "trust_act.act(")
+    folder = experiment(
+        tmp_path / "mine", net=net, trust_act="import flax.linen as nn\n\nact = nn.relu\n"
+    )
+    try:
+        assert run(folder, args) == 0
+        record = json.loads((folder / "model.json").read_text())
+        assert sorted(record["code"]["files"]) == ["net.py", "trust_act.py"]
+        edit(folder / "trust_act.py", "nn.relu", "nn.tanh")
+        before = fingerprint(folder)
+        refused(
+            capsys,
+            folder,
+            run(folder, args, "--config.num_epochs=2"),
+            f"{folder / 'trust_act.py'} changed",
+            "--restart",
+        )
+        assert fingerprint(folder) == before
+    finally:
+        sys.modules.pop("trust_act", None)
+
+
+def test_model_kwargs_defaults_changed_in_code_are_refused(trained, args, capsys):
+    edit(trained / "net.py", "hidden: int = 16", "hidden: int = 32")
+    before = fingerprint(trained)
+    refused(capsys, trained, run(trained, args, "--config.num_epochs=2"), "net.py changed")
+    assert fingerprint(trained) == before
+    # Continued on purpose, the parameters no longer fit the checkpoint: refused all the same.
+    refused(
+        capsys,
+        trained,
+        run(trained, args, "--config.num_epochs=2", "--config.continue_with_changed_code=true"),
+        "params/Dense_0/kernel float32[784, 16] -> float32[784, 32]",
+        "--restart",
+    )
+    assert fingerprint(trained) == before
+
+
+def test_a_renamed_model_class_is_refused(trained, args, capsys):
+    edit(trained / "net.py", "class Net(", "class Network(")
+    before = fingerprint(trained)
+    # The config still names Net: it no longer exists.
+    refused(capsys, trained, run(trained, args), "defines no 'Net'")
+    # The config names the new class: another model than the run's.
+    refused(capsys, trained, run(trained, args, "--config.model=net:Network"), "net:Network")
+    assert fingerprint(trained) == before
+
+
+def test_another_fashion_jax_version_is_refused_for_a_built_in_model(
+    builtin, args, capsys, monkeypatch
+):
+    from fashion_jax import fingerprints, predict
+
+    installed = fingerprints.version("fashion_jax")
+    monkeypatch.setattr(fingerprints, "version", lambda name: "9.9.9")
+    before = fingerprint(builtin)
+    refused(
+        capsys,
+        builtin,
+        run(builtin, args, "--config.num_epochs=2"),
+        f"fashion_jax {installed}, now fashion_jax 9.9.9",
+        "continue_with_changed_code",
+    )
+    assert fingerprint(builtin) == before
+    assert predict.main(["--workdir", str(builtin), "--index", "0"]) == 0
+    assert capsys.readouterr().err.count("warning: the model's code changed") == 1
+
+
+def test_a_run_older_than_the_records_resumes_and_records_them(builtin, args, capsys):
+    (builtin / "model.json").unlink()
+    assert run(builtin, args, "--config.num_epochs=2") == 0
+    assert "Resuming from the checkpoint at step 4" in capsys.readouterr().out
+    record = json.loads((builtin / "model.json").read_text())
+    from fashion_jax import fingerprints
+
+    assert record["code"] == {
+        "kind": "package",
+        "package": "fashion_jax",
+        "version": fingerprints.version("fashion_jax"),
+    }
+
+
+@pytest.fixture(scope="module")
+def builtin_run(tmp_path_factory, args):
+    """seed_cnn trained for one epoch on the tiny Fashion-MNIST (a copy per test: `builtin`)."""
+    w = tmp_path_factory.mktemp("builtin") / "w"
+    assert run(w, args) == 0
+    return w
+
+
+@pytest.fixture
+def builtin(builtin_run, tmp_path):
+    copy = tmp_path / "w"
+    shutil.copytree(builtin_run, copy)
+    return copy
