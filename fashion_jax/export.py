@@ -18,10 +18,7 @@ exports any TrainState whose `apply_fn` is the model, from research code.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
-import logging
 import os
 import shutil
 import sys
@@ -35,8 +32,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fashion_jax import cpu_ops, steps
+from fashion_jax import cpu_ops, exits, steps
 from fashion_jax.errors import UserError
+from fashion_jax.exporters import (  # noqa: F401 (check_available: also importable from here)
+    EXPORTERS,
+    PLATFORMS,
+    check_available,
+    missing_extra,
+    quiet_loggers,
+)
 
 FORMATS = ("onnx", "saved_model", "stablehlo")
 # What each format writes into the output folder.
@@ -45,10 +49,6 @@ FILES = {"onnx": "model.onnx", "saved_model": "saved_model", "stablehlo": "model
 # Measured: at most 1.5e-5 (float32 rounding in other op orders); a wrong export (a missing
 # batch-norm statistic, the live weights instead of the EMA, no flip) is off by 1e-2 or more.
 TOLERANCE = 1e-3
-INSTALL_HINT = 'pip install -e ".[export]"'
-ONNX_OPSET = 21  # onnxruntime >= 1.20 runs it.
-# Platforms a StableHLO or SavedModel export can run on (jax.export lowers for each).
-PLATFORMS = ("cpu", "cuda", "tpu")
 # Which formulation each format tries first. "trained" is the state's own `apply_fn` (for the
 # built-in models: the fast CPU formulations of cpu_ops); "readable" the same parameters in
 # standard ops (`readable_apply_fn`). The TFLite converter (the way on from a SavedModel) cannot
@@ -117,147 +117,6 @@ def inference_fn(state, tta: dict[str, Any]) -> Callable[[jnp.ndarray], jnp.ndar
 
 
 # --- The exporters: each writes a file and returns a function that runs it with its runtime ----
-
-
-def missing_extra(what: str) -> UserError:
-    return UserError(f"exporting {what} needs the export extra: {INSTALL_HINT}")
-
-
-def check_available(formats: Sequence[str]) -> None:
-    """Raises UserError naming the extra when a runtime or exporter of `formats` is not installed."""
-    needs = {"onnx": ("jax2onnx", "onnx", "onnxruntime"), "saved_model": ("tensorflow",)}
-    for fmt in formats:
-        for module in needs.get(fmt, ()):
-            try:
-                with quiet_loggers("jax2onnx", "onnx_ir"):
-                    __import__(module)
-            except ImportError:
-                raise missing_extra(f"{fmt} ({module} is not installed)") from None
-
-
-@contextlib.contextmanager
-def quiet_loggers(*names: str):
-    """Raises the level of the loggers `names` to ERROR for the duration of the block."""
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def export_onnx(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
-    """Writes `fn` (uint8[N, *shape] -> float32[N, K]) as ONNX to `path` with jax2onnx.
-
-    Input "image" uint8[N, *shape] (N dynamic), output "logits". Returns a numpy function that
-    runs the file with onnxruntime.
-    """
-    import onnxruntime as ort
-
-    spec = jax.ShapeDtypeStruct(("N", *shape), jnp.uint8)
-    # jax2onnx prints debug lines for nn.Conv and logs its plugins that do not load (dm_pix's).
-    with contextlib.redirect_stdout(io.StringIO()), quiet_loggers("jax2onnx", "onnx_ir"):
-        from jax2onnx import to_onnx
-
-        _accept_positional_pooling_arguments()
-        proto = to_onnx(
-            fn,
-            [spec],
-            model_name="fashion_jax",
-            opset=ONNX_OPSET,
-            input_names=["image"],
-            output_names=["logits"],
-        )
-    path.write_bytes(proto.SerializeToString())
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda images: session.run(["logits"], {"image": images})[0]
-
-
-def _accept_positional_pooling_arguments() -> None:
-    """Lets models call `nnx.max_pool(x, (2, 2), (2, 2))` positionally under jax2onnx.
-
-    While it traces, jax2onnx (0.13) swaps `flax.nnx.max_pool` for a stand-in that takes
-    `window_shape`, `strides` and `padding` by keyword only, so the common positional call of a
-    user's NNX model fails with a TypeError. The stand-in is wrapped once to take both forms.
-    """
-    try:
-        from jax2onnx.plugins.flax.nnx.max_pool import MaxPoolPlugin
-    except ImportError:  # Another jax2onnx layout: nothing to adapt.
-        return
-    make_patch = MaxPoolPlugin.__dict__.get("_make_patch")
-    if make_patch is None or getattr(make_patch, "fashion_jax_positional", False):
-        return
-    original = make_patch.__func__
-
-    def patched_make_patch(cls, orig):
-        keyword_only = original(cls, orig)
-
-        def max_pool(x, window_shape, strides=None, padding="VALID"):
-            return keyword_only(x, window_shape=window_shape, strides=strides, padding=padding)
-
-        return max_pool
-
-    patched_make_patch.fashion_jax_positional = True
-    MaxPoolPlugin._make_patch = classmethod(patched_make_patch)
-
-
-def export_saved_model(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
-    """Writes `fn` as a TF SavedModel (jax2tf) to the folder `path`.
-
-    Signature "serving_default": image uint8[None, *shape] -> {"logits": float32[None, K]}.
-    Returns a numpy function that runs the folder as `tf.saved_model.load` reads it.
-    """
-    import tensorflow as tf
-    from jax.experimental import jax2tf
-
-    tf.config.set_visible_devices([], "GPU")
-    dims = ", ".join(str(d) for d in shape)
-    converted = jax2tf.convert(
-        fn,
-        polymorphic_shapes=[f"(n, {dims})"],
-        with_gradient=False,
-        native_serialization_platforms=PLATFORMS,
-    )
-    module = tf.Module()
-
-    @tf.function(
-        autograph=False, input_signature=[tf.TensorSpec([None, *shape], tf.uint8, name="image")]
-    )
-    def serve(image):
-        return {"logits": converted(image)}
-
-    module.serve = serve
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return lambda images: signature(image=tf.constant(images))["logits"].numpy()
-
-
-def export_stablehlo(fn: Callable, shape: tuple[int, ...], path: Path) -> Callable:
-    """Writes `fn` as a serialized `jax.export.Exported` (StableHLO) to `path`.
-
-    Load it with `jax.export.deserialize(bytearray(path.read_bytes())).call(images)`; it runs on
-    `PLATFORMS`. Returns a numpy function that runs the file so.
-    """
-    dims = ", ".join(str(d) for d in shape)
-    spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"n, {dims}"), jnp.uint8)
-    exported = jax.export.export(jax.jit(fn), platforms=PLATFORMS)(spec)
-    path.write_bytes(exported.serialize())
-    loaded = jax.export.deserialize(bytearray(path.read_bytes()))
-    call = jax.jit(loaded.call)
-    return lambda images: np.asarray(call(images))
-
-
-EXPORTERS = {
-    "onnx": export_onnx,
-    "saved_model": export_saved_model,
-    "stablehlo": export_stablehlo,
-}
-
-
-# --- Verification ----------------------------------------------------------------------------
 
 
 def batched(fn: Callable, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
@@ -469,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    try:
+
+    def body() -> int:
         formats = parse_formats(args.format)
         config, state = load_trained(args.workdir)
         output = Path(args.output) if args.output else Path(args.workdir) / "export"
@@ -485,12 +345,12 @@ def main(argv: list[str] | None = None) -> int:
             **steps.eval_options(config),
             log=lambda line: print(line, flush=True),
         )
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for r in results:
-        print(f"wrote {r.path}")
-    return 0
+        for r in results:
+            print(f"wrote {r.path}")
+        return 0
+
+    command = f"python -m fashion_jax.export {' '.join(sys.argv[1:] if argv is None else argv)}"
+    return exits.guarded(body, command, {"workdir": args.workdir})
 
 
 if __name__ == "__main__":
