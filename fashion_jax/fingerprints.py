@@ -1,5 +1,5 @@
-"""What a run is made of, as records a rerun compares: the model's code and its parameter
-structure. Pure functions of a config or a pytree (nothing here writes).
+"""What a run is made of, as records a rerun compares: the model's code, its parameter
+structure and the data. Pure functions of a config, a pytree or arrays (nothing here writes).
 
 - `code(config, search_dirs)`: the model's code. Your own `"module:Name"` file: the SHA-256 of
   that file and of the files in its folder that it imports (and those they import), by their
@@ -8,10 +8,14 @@ structure. Pure functions of a config or a pytree (nothing here writes).
   name and version.
 - `params(state)`: the model's parameter structure (`tree_shapes` of its params and batch-norm
   statistics, their count and a hash).
+- `data(splits, info)`: per split, its images' and labels' dtype and shape and a SHA-256 of their
+  bytes (about 0.1 s for Fashion-MNIST's 70,000 images); the class count and image shape; the
+  data's background colour (what `predict` composites transparent images on).
 - `*_differences(old, new)`: what differs between two records, as short phrases for the one
   line that refuses a rerun.
 
-The workdir keeps the model's record in `model.json` (`fashion_jax.workdir`).
+The workdir keeps the model's record in `model.json` and the data's in `dataset.json`
+(`fashion_jax.workdir`).
 """
 
 from __future__ import annotations
@@ -198,3 +202,73 @@ def shape_differences(old: dict[str, str], new: dict[str, str], limit: int = 3) 
     if len(found) > limit:
         found = [*found[:limit], f"{len(found) - limit} more"]
     return found
+
+
+# ----------------------------------------------------------------------------- the data
+
+
+def data(splits, info) -> dict[str, Any]:
+    """What a run's data is, as dataset.json records it besides the class names: {"num_classes",
+    "image_shape", "background" (`background`), "splits": {name: {"images": "uint8[N, H, W, C]",
+    "labels": "int32[N]", "sha256": of both arrays' bytes}}}; `splits` as `data.load_data`
+    returns them (after the hold-out)."""
+    record = {}
+    for name in sorted(splits):
+        images, labels = (np.ascontiguousarray(a) for a in splits[name])
+        h = hashlib.sha256()
+        for a in (images, labels):
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a.reshape(-1)).cast("B"))
+        record[name] = {"images": spec(images), "labels": spec(labels), "sha256": h.hexdigest()}
+    return {
+        "num_classes": int(info.num_classes),
+        "image_shape": [int(n) for n in info.image_shape],
+        "background": background(splits["train"].images),
+        "splits": record,
+    }
+
+
+def data_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two `data` records (an older record may hold only the class count
+    and image shape: nothing else is compared then)."""
+    found = []
+    if old.get("num_classes") not in (None, new["num_classes"]):
+        found.append(f"classes {old['num_classes']} -> {new['num_classes']}")
+    if old.get("image_shape") not in (None, new["image_shape"]):
+        found.append(f"image shape {old['image_shape']} -> {new['image_shape']}")
+    a, b = old.get("splits"), new["splits"]
+    if not isinstance(a, dict):
+        return found
+    for name in sorted(set(a) | set(b)):
+        was = a.get(name) if isinstance(a.get(name), dict) else {}
+        now = b.get(name, {})
+        if name not in b:
+            found.append(f"no {name} split now")
+        elif name not in a:
+            found.append(f"a {name} split now")
+        elif was.get("images") != now["images"] or was.get("labels") != now["labels"]:
+            found.append(
+                f"{name} images {was.get('images')} -> {now['images']}, labels "
+                f"{was.get('labels')} -> {now['labels']}"
+            )
+        elif was.get("sha256") != now["sha256"]:
+            found.append(
+                f"the {name} split holds other values, sha256 {str(was.get('sha256'))[:12]} -> "
+                f"{now['sha256'][:12]}"
+            )
+    return found
+
+
+def background(images: np.ndarray, count: int = 1000) -> list[int]:
+    """The data's background colour, per channel in 0..255: the median of the border pixels of
+    the first `count` images (uint8, or float in [0, 1]). Fashion-MNIST's is [0]."""
+    sample = np.asarray(images[:count])
+    if not len(sample):
+        return [0] * int(sample.shape[-1])
+    border = np.concatenate(
+        [sample[:, 0], sample[:, -1], sample[:, :, 0], sample[:, :, -1]], axis=1
+    ).reshape(-1, sample.shape[-1])
+    median = np.median(border, axis=0)
+    if np.issubdtype(sample.dtype, np.floating):
+        median = median * 255.0
+    return [int(np.clip(round(float(v)), 0, 255)) for v in median]

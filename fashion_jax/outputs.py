@@ -58,9 +58,11 @@ class Outputs:
                 )
         return self.ckpt.restore_latest(abstract_state, at_most)
 
-    def begin(self, config, info, step: int, *, abstract_state=None) -> None:
-        """Records what the run is (config.json; dataset.json; model.json with the model's code
-        and `abstract_state`'s parameter structure),
+    def begin(
+        self, config, info, step: int, *, abstract_state=None, data: dict | None = None
+    ) -> None:
+        """Records what the run is (config.json; dataset.json with `data`, a `fingerprints.data`
+        record; model.json with the model's code and `abstract_state`'s parameter structure),
         once the config is known to work with the data and the checkpoint, and opens the metric
         writer at `step` (records past it, from an interrupted run, are dropped)."""
         if self.is_main:
@@ -70,7 +72,7 @@ class Outputs:
             (self.workdir / workdir_lib.CONFIG_JSON).write_text(
                 json.dumps(saved, indent=2, sort_keys=True) + "\n"
             )
-            workdir_lib.write_dataset_info(self.workdir, info)
+            workdir_lib.write_dataset_info(self.workdir, info, data)
             if abstract_state is not None:
                 code = fingerprints.code(config, (str(self.workdir),))
                 params = fingerprints.params(abstract_state)

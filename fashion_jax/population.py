@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from fashion_jax import config as config_lib
 from fashion_jax import data as data_lib
-from fashion_jax import optimizers, programs, sharding, steps, train
+from fashion_jax import fingerprints, optimizers, programs, sharding, steps, train
 from fashion_jax import population_loop as loop
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import ConfigError
@@ -205,6 +205,9 @@ def train_population(
         if workdir.is_dir():  # Before the data and the compilation: a wrong folder fails fast.
             workdir_lib.check_previous(workdir, config, False, is_main=False)
     splits, info = data_lib.load_data(configs[0], data)
+    described = fingerprints.data(splits, info)
+    for workdir in workdirs:  # A member's run on other data: refused before compiling.
+        workdir_lib.check_data(workdir, described)
     pop = _compile(configs, workdirs, mesh, splits, info)
     if ready is not None:
         ready()
@@ -226,7 +229,9 @@ def train_population(
                 lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), pop.programs.abstract_state
             )
             for run in runs:
-                run.out.begin(run.config, info, int(state.step[0]), abstract_state=one)
+                run.out.begin(
+                    run.config, info, int(state.step[0]), abstract_state=one, data=described
+                )
             state, loops, records, stopped = loop.train(runs, pop, state, loops, stop)
         finally:
             for run in runs:

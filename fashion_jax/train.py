@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 
-from fashion_jax import checkpoints, programs, sharding
+from fashion_jax import checkpoints, fingerprints, programs, sharding
 from fashion_jax import config as config_lib
 from fashion_jax import data as data_lib
 from fashion_jax import metrics as metrics_lib
@@ -261,12 +261,20 @@ def train_and_evaluate(
     ):
         workdir_lib.check_previous(workdir, config, restart, is_main)
         splits, info = data_lib.load_data(config, data)
+        described = fingerprints.data(splits, info)
+        workdir_lib.check_data(workdir, described)  # A resume on other data: refused here.
         run = _start(config, workdir, mesh, splits, info, stop_when)
         try:
             state, loop = run.restore_or_init()
             if stop.requested(sync_point=True):
                 raise Preempted(stop.signum, int(state.step), saved=False)
-            run.out.begin(config, info, int(state.step), abstract_state=run.programs.abstract_state)
+            run.out.begin(
+                config,
+                info,
+                int(state.step),
+                abstract_state=run.programs.abstract_state,
+                data=described,
+            )
             state, loop, last_eval = _train(run, state, loop, stop)
         finally:
             run.out.close()

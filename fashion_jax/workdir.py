@@ -3,7 +3,8 @@
     WORKDIR/
       config.py           the experiment (optional; yours)
       config.json         the resolved config the run was started with (written by the runner)
-      dataset.json        the data's image shape, number of classes and class names
+      dataset.json        the data's image shape, number of classes, class names, background
+                          colour and fingerprint (fingerprints.data)
       model.json          the model's code and parameter structure (fingerprints.code, .params)
       metrics.jsonl       one JSON record per log step ("train") and per epoch ("eval")
       summary.json        the final numbers, written when the run finishes
@@ -162,14 +163,36 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         ) from None
 
 
-def write_dataset_info(workdir: Path, info) -> None:
-    """Writes `info` (a data.DatasetInfo) to WORKDIR/dataset.json."""
+def write_dataset_info(workdir: Path, info, data: dict | None = None) -> None:
+    """Writes `info` (a data.DatasetInfo) to WORKDIR/dataset.json, with `data` (a
+    `fingerprints.data` record: the splits' fingerprint and the background colour) when given."""
     record = {
         "image_shape": list(info.image_shape),
         "num_classes": info.num_classes,
         "class_names": list(info.class_names),
+        **(data or {}),
     }
     (Path(workdir) / DATASET_JSON).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def check_data(workdir: Path, data: dict) -> None:
+    """Refuses to resume the run in `workdir` on other data than its dataset.json records: other
+    classes or image shape, other split shapes or dtypes, other values (`data` is the
+    `fingerprints.data` record of the data at hand). Nothing to compare without a previous run
+    or a dataset.json; one older than the fingerprint compares classes and image shape only."""
+    from fashion_jax import fingerprints
+
+    recorded = read_json(Path(workdir) / DATASET_JSON)
+    if recorded is None or not (Path(workdir) / CONFIG_JSON).is_file():
+        return
+    differences = fingerprints.data_differences(recorded, data)
+    if differences:
+        raise CheckpointError(
+            f"the run in {workdir} was trained on other data ({'; '.join(differences)}): "
+            "resuming it on this data would mix two trainings. Pass the data it was trained on, "
+            "use another workdir, or pass --restart (restart=True in train_and_evaluate) to start "
+            "afresh (the old outputs are moved to a backup folder, not deleted)."
+        )
 
 
 def read_dataset_info(workdir: str | os.PathLike):

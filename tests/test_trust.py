@@ -73,7 +73,9 @@ def refused(capsys, workdir, status, *fragments):
     """Exit 2, one `error:` line holding `fragments`, no traceback."""
     err = capsys.readouterr().err
     assert status == 2, err
-    assert err.startswith("error: ") and err.count("error:") == 1 and "Traceback" not in err, err
+    # (tfds' progress bars may come first, when a dataset is prepared.)
+    assert err.startswith("error: ") or "\nerror: " in err or "\rerror: " in err, err
+    assert err.count("error:") == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
     return err
@@ -241,3 +243,117 @@ def builtin(builtin_run, tmp_path):
     copy = tmp_path / "w"
     shutil.copytree(builtin_run, copy)
     return copy
+
+
+# ----------------------------------------------------------------------------- the data
+
+
+def arrays(n, classes, seed, shape=(8, 8, 1)):
+    """uint8 images [n, *shape] and labels in 0..classes-1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *shape)).astype(np.uint8), rng.integers(0, classes, n)
+
+
+def memory_data(classes=5, seed=0):
+    return {"train": arrays(64, classes, seed), "test": arrays(16, classes, seed + 100)}
+
+
+def memory_config(folder, **values):
+    """net.py's Net (in `folder`) for one short epoch on in-memory 8x8 images."""
+    from fashion_jax import config as config_lib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "net.py").write_text(NET)
+    c = config_lib.get_config()
+    settings = dict(
+        model="net:Net",
+        model_dir=str(folder),
+        num_epochs=1,
+        batch_size=16,
+        log_every_steps=2,
+        eval_batch_size=16,
+        progress_bar=False,
+    )
+    for k, v in {**settings, **values}.items():
+        c[k] = v
+    return c
+
+
+@pytest.fixture
+def memory_run(tmp_path):
+    """A run of 4 steps on `memory_data()` (5 classes) in tmp_path/w."""
+    from fashion_jax.train import train_and_evaluate
+
+    forget_user_modules()
+    w = tmp_path / "w"
+    train_and_evaluate(memory_config(tmp_path / "exp"), w, data=memory_data(), report=False)
+    return w
+
+
+@pytest.mark.parametrize(
+    "other, fragment",
+    [
+        (memory_data(classes=3), "classes 5 -> 3"),
+        (memory_data(seed=7), "the train split holds other values"),
+        ({**memory_data(), "validation": arrays(8, 5, 3)}, "a validation split now"),
+    ],
+    ids=["another class count", "other arrays of the same shapes", "another split"],
+)
+def test_a_resume_on_other_in_memory_data_is_refused(memory_run, tmp_path, other, fragment):
+    from fashion_jax.errors import CheckpointError
+    from fashion_jax.train import train_and_evaluate
+
+    record = json.loads((memory_run / "dataset.json").read_text())
+    assert (
+        record["num_classes"] == 5 and record["splits"]["train"]["images"] == "uint8[64, 8, 8, 1]"
+    )
+    before = fingerprint(memory_run)
+    config = memory_config(tmp_path / "exp", num_epochs=2)
+    with pytest.raises(CheckpointError, match="was trained on other data") as e:
+        train_and_evaluate(config, memory_run, data=other, report=False)
+    assert fragment in str(e.value) and "--restart" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert fingerprint(memory_run) == before  # No checkpoint set aside, no record overwritten.
+    # The same data resumes.
+    summary = train_and_evaluate(config, memory_run, data=memory_data(), report=False)
+    assert summary["steps"] == 8
+
+
+def test_a_dataset_json_older_than_the_fingerprint_still_guards_the_class_count(
+    memory_run, tmp_path
+):
+    from fashion_jax.errors import CheckpointError
+    from fashion_jax.train import train_and_evaluate
+
+    path = memory_run / "dataset.json"
+    record = json.loads(path.read_text())
+    path.write_text(
+        json.dumps({k: record[k] for k in ("image_shape", "num_classes", "class_names")})
+    )
+    before = fingerprint(memory_run)
+    config = memory_config(tmp_path / "exp", num_epochs=2)
+    with pytest.raises(CheckpointError, match="classes 5 -> 3"):
+        train_and_evaluate(config, memory_run, data=memory_data(classes=3), report=False)
+    assert fingerprint(memory_run) == before
+    # Same data: resumes, and records the fingerprint from then on.
+    train_and_evaluate(config, memory_run, data=memory_data(), report=False)
+    assert "splits" in json.loads(path.read_text())
+
+
+def test_a_resume_on_another_prepared_dataset_is_refused(builtin, args, tmp_path, capsys):
+    """data_dir and idx_dir may change on resume (where the data lives), not the data itself."""
+    from conftest import write_idx
+
+    before = fingerprint(builtin)
+    other = write_idx(tmp_path / "idx2", seed=1)
+    status = run(
+        builtin,
+        args,
+        "--config.num_epochs=2",
+        f"--config.data_dir={tmp_path / 'tfds2'}",
+        f"--config.idx_dir={other}",
+    )
+    refused(capsys, builtin, status, "was trained on other data", "train split holds other values")
+    assert fingerprint(builtin) == before

@@ -108,7 +108,12 @@ def test_train_and_evaluate_on_in_memory_float_images_evaluates_every_test_image
     saved = json.loads((tmp_path / "w/config.json").read_text())
     assert saved["dataset"] == "memory"
     info = json.loads((tmp_path / "w/dataset.json").read_text())
-    assert info == {"image_shape": [32, 32, 3], "num_classes": 5, "class_names": list("abcde")}
+    assert {k: info[k] for k in ("image_shape", "num_classes", "class_names")} == {
+        "image_shape": [32, 32, 3],
+        "num_classes": 5,
+        "class_names": list("abcde"),
+    }
+    assert info["splits"]["test"]["images"] == f"float32[{n_test}, 32, 32, 3]"
     # The runner hands its in-memory test split to the report: figures with the data's classes.
     report_md = (tmp_path / "w/report.md").read_text()
     assert "| e " in report_md and "trained on in-memory arrays" not in report_md
