@@ -11,10 +11,16 @@ time) is checked after every restore, and the restored state must be finite. A c
 fails that check or cannot be read at all (truncated, flipped, deleted or garbage files, a save
 killed midway) is reported, moved aside to `WORKDIR/checkpoints_invalid/` (never deleted), and the
 next older one is tried.
+
+Incompatible is not damaged: a checkpoint whose arrays (paths, shapes, dtypes, from its own
+metadata) differ from the state the run builds was made by another model or for other data, and
+its restore is refused in one line that says what differs; so is a restore that fails for want of
+memory or permission. Only unreadable bytes or a digest mismatch set a checkpoint aside.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import shutil
@@ -28,7 +34,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from fashion_jax import exits
+from fashion_jax import exits, fingerprints
 from fashion_jax.errors import CheckpointError
 
 VALIDATION_METRIC = "validation_accuracy"
@@ -139,13 +145,65 @@ class Checkpoints:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def _set_aside(self, step: int, reason: str) -> None:
+    @staticmethod
+    def _quiet_failed_restore() -> None:
         # A failed restore leaves Orbax's other concurrent reads as futures whose exceptions nobody
         # retrieves; asyncio would print each one's traceback whenever it is garbage-collected.
-        # The failure is reported below, once, in one line.
+        # The failure is reported by the caller, once, in one line.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         exits.quiet_storage_leftovers()
         gc.collect()
+
+    def _refuse_if_not_damaged(self, step: int, abstract_state, error: Exception) -> None:
+        """Raises CheckpointError when the failed restore of `step` (`error`) is not damage: the
+        checkpoint's arrays differ from `abstract_state`'s (another model or other data), or
+        memory or permission ran out. Returns for damage (the caller sets the checkpoint aside)."""
+        where = f"the checkpoint at step {step} in {self.directory}"
+        differences = self._differences(step, abstract_state)
+        problem = None
+        if differences:
+            fix = (
+                "The workdir's config.json and dataset.json describe another state: retrain it "
+                "with --restart."
+                if self.read_only
+                else "Use another --workdir, or pass --restart to start afresh (the old outputs "
+                "are moved to a backup folder, not deleted)."
+            )
+            problem = (
+                f"{where} holds other arrays than this run's state ({'; '.join(differences)}): it "
+                f"was made by another model or for other data, and is left as it is. {fix}"
+            )
+        elif _out_of_memory(error):
+            problem = (
+                f"{where} could not be restored: the device ran out of memory "
+                f"({str(error).splitlines()[0][:160]}). Free memory or use a larger device; "
+                "nothing was set aside."
+            )
+        elif (denied := _permission_error(error)) is not None:
+            problem = (
+                f"{where} could not be read ({denied.strerror}: {denied.filename or where}). Fix "
+                "the permissions and rerun; nothing was set aside."
+            )
+        if problem is not None:
+            self._quiet_failed_restore()
+            raise CheckpointError(problem) from None
+
+    def _differences(self, step: int, abstract_state) -> list[str]:
+        """What differs between the arrays checkpoint `step` holds (from its metadata) and
+        `abstract_state`'s; [] when they agree or the metadata itself cannot be read (damage)."""
+        try:
+            metadata = ocp.StandardCheckpointHandler().metadata(
+                self.directory / str(step) / "state"
+            )
+            stored = fingerprints.tree_shapes(getattr(metadata, "tree", metadata))
+        except Exception:  # Damaged or missing metadata: damage, not another run.
+            return []
+        if not stored:
+            return []
+        return fingerprints.shape_differences(stored, fingerprints.tree_shapes(abstract_state))
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        self._quiet_failed_restore()
         if self.read_only:
             if (self.directory / str(step)).exists():  # Else the trainer's retention removed it.
                 print(
@@ -204,6 +262,12 @@ class Checkpoints:
                     step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
                 )["meta"]
             except Exception as e:  # Orbax/TensorStore raise many types for damaged files.
+                if (denied := _permission_error(e)) is not None:
+                    raise CheckpointError(
+                        f"the checkpoint at step {step} in {self.directory} could not be read "
+                        f"({denied.strerror}: {denied.filename or self.directory}). Fix the "
+                        "permissions and rerun; nothing was set aside."
+                    ) from None
                 self._set_aside(step, f"meta: {type(e).__name__}")
                 continue
             if meta.get("structure") != self.structure:
@@ -226,6 +290,7 @@ class Checkpoints:
                 if not bool(_host(all_finite(state))):
                     raise ValueError("it holds NaN or inf")
             except Exception as e:
+                self._refuse_if_not_damaged(step, abstract_state, e)
                 self._set_aside(
                     step,
                     f"state: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}",
@@ -233,3 +298,29 @@ class Checkpoints:
                 continue
             return state, meta
         return None
+
+
+def _causes(error: BaseException | None):
+    """`error` and the exceptions it was raised from or during, outermost first."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Whether a failed restore ran out of host or device memory (not damage)."""
+    return any(isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e) for e in _causes(error))
+
+
+def _permission_error(error: BaseException) -> OSError | None:
+    """The permission error behind a failed read, if that is what it was (not damage)."""
+    return next(
+        (
+            e
+            for e in _causes(error)
+            if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM)
+        ),
+        None,
+    )

@@ -292,8 +292,7 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
     ]
     if restart and present:
         if is_main:
-            backup = workdir / time.strftime("backup-%Y%m%d-%H%M%S")
-            backup.mkdir(exist_ok=True)
+            backup = backup_folder(workdir, time.strftime("backup-%Y%m%d-%H%M%S"))
             for name in present:
                 shutil.move(str(workdir / name), str(backup / name))
             print(f"--restart: moved {', '.join(present)} to {backup}", flush=True)
@@ -317,6 +316,19 @@ def check_previous(workdir: Path, config, restart: bool, is_main: bool) -> None:
         ) from None
     config_lib.check_resume(previous, config, workdir)
     check_code(workdir, config)
+
+
+def backup_folder(workdir: Path, name: str) -> Path:
+    """Creates and returns WORKDIR/`name`, or `name`-2, -3, ... when it exists: a second --restart
+    within the same second must not move its outputs onto (or into) the first one's."""
+    for n in range(1, 10_000):
+        backup = workdir / (name if n == 1 else f"{name}-{n}")
+        try:
+            backup.mkdir()
+            return backup
+        except FileExistsError:
+            continue
+    raise UserError(f"{workdir} holds too many {name}* folders; move some away.")
 
 
 def identity(workdir: Path) -> tuple[int, int] | None:

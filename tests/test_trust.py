@@ -357,3 +357,90 @@ def test_a_resume_on_another_prepared_dataset_is_refused(builtin, args, tmp_path
     )
     refused(capsys, builtin, status, "was trained on other data", "train split holds other values")
     assert fingerprint(builtin) == before
+
+
+# ----------------------------------------------------------------------------- incompatible is not damaged
+
+
+def strip_records(workdir):
+    """Makes `workdir` look like a run older than model.json and dataset.json."""
+    (workdir / "model.json").unlink()
+    (workdir / "dataset.json").unlink()
+
+
+def test_a_checkpoint_of_other_shapes_is_refused_not_set_aside(memory_run, tmp_path):
+    from fashion_jax.errors import CheckpointError
+    from fashion_jax.train import train_and_evaluate
+
+    strip_records(memory_run)  # Nothing recorded: the checkpoint's own metadata tells.
+    before = fingerprint(memory_run)
+    config = memory_config(tmp_path / "exp", num_epochs=2)
+    with pytest.raises(CheckpointError, match="holds other arrays than this run's state") as e:
+        train_and_evaluate(config, memory_run, data=memory_data(classes=3), report=False)
+    assert "float32[16, 5] -> float32[16, 3]" in str(e.value) and "--restart" in str(e.value)
+    assert fingerprint(memory_run) == before
+    assert not (memory_run / "checkpoints_invalid").exists()
+
+
+def test_a_reader_refuses_a_checkpoint_its_records_do_not_describe(memory_run, capsys):
+    from fashion_jax.errors import CheckpointError
+    from fashion_jax.trained import load_trained
+
+    path = memory_run / "dataset.json"
+    path.write_text(path.read_text().replace('"num_classes": 5', '"num_classes": 3'))
+    before = fingerprint(memory_run)
+    with pytest.raises(CheckpointError, match="float32\\[16, 5\\] -> float32\\[16, 3\\]"):
+        load_trained(memory_run)
+    assert "unreadable" not in capsys.readouterr().out
+    assert fingerprint(memory_run) == before
+
+
+@pytest.mark.parametrize(
+    "error, fragment",
+    [
+        (lambda: RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4 GiB"), "memory"),
+        (lambda: PermissionError(13, "Permission denied", "/x/state/d/0"), "Permission denied"),
+    ],
+    ids=["out of memory", "permission denied"],
+)
+def test_a_restore_that_fails_for_want_of_memory_or_permission_sets_nothing_aside(
+    memory_run, tmp_path, monkeypatch, error, fragment
+):
+    import orbax.checkpoint as ocp
+
+    from fashion_jax.errors import CheckpointError
+    from fashion_jax.train import train_and_evaluate
+
+    restore = ocp.CheckpointManager.restore
+
+    def failing(self, step, args=None, **kwargs):
+        if args is not None and "state" in args:
+            raise error()
+        return restore(self, step, args=args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "restore", failing)
+    before = fingerprint(memory_run)
+    config = memory_config(tmp_path / "exp", num_epochs=2)
+    with pytest.raises(CheckpointError, match=fragment) as e:
+        train_and_evaluate(config, memory_run, data=memory_data(), report=False)
+    assert "nothing was set aside" in str(e.value)
+    assert fingerprint(memory_run) == before
+
+
+def test_two_restarts_within_a_second_keep_both_backups(memory_run, tmp_path, monkeypatch):
+    from fashion_jax import workdir as workdir_lib
+    from fashion_jax.train import train_and_evaluate
+
+    class Frozen:  # Both restarts in the same second.
+        @staticmethod
+        def strftime(fmt):
+            return "backup-20260101-000000"
+
+    monkeypatch.setattr(workdir_lib, "time", Frozen)
+    config = memory_config(tmp_path / "exp")
+    first = fingerprint(memory_run)
+    train_and_evaluate(config, memory_run, restart=True, data=memory_data(seed=1), report=False)
+    second = {k: v for k, v in fingerprint(memory_run).items() if not k.startswith("backup-")}
+    train_and_evaluate(config, memory_run, restart=True, data=memory_data(seed=2), report=False)
+    a, b = memory_run / "backup-20260101-000000", memory_run / "backup-20260101-000000-2"
+    assert fingerprint(a) == first and fingerprint(b) == second
