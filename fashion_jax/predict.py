@@ -6,9 +6,11 @@
 For a test image it prints the predicted class, its probability and the true class, and saves a PNG
 of the image titled with both (the tutorial's `plt.imshow`). Class names are the dataset's own
 (WORKDIR/dataset.json). Your own images (PNG/JPEG, any size, colour or grey, light or dark
-background) are converted to look like Fashion-MNIST for a one-channel dataset: grey,
-light-on-dark, the object scaled to fit and centred; for a colour dataset they are resized. It
-prints the top-3 classes for each.
+background, transparent or not) are converted to look like Fashion-MNIST for a one-channel
+dataset: grey, light-on-dark, the object scaled to fit and centred; for a colour dataset they are
+resized. A transparent image whose visible pixels are all one colour (a glyph drawn by its alpha
+channel) is read as its alpha channel; any other is composited on the data's background colour
+(dataset.json; Fashion-MNIST's is black). It prints the top-3 classes for each.
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ def dataset_info(workdir, config) -> data.DatasetInfo:
     return info if info is not None else data.describe(config)
 
 
+def data_background(workdir) -> list[float] | None:
+    """The background colour dataset.json records (1 or 3 channels in 0..255), or None (runs
+    older than it: black is assumed)."""
+    value = (workdir_lib.read_json(Path(workdir) / workdir_lib.DATASET_JSON) or {}).get(
+        "background"
+    )
+    ok = isinstance(value, list) and len(value) in (1, 3)
+    if not ok or not all(isinstance(v, (int, float)) and 0 <= v <= 255 for v in value):
+        return None
+    return [float(v) for v in value]
+
+
 def probabilities(state, images: np.ndarray, config=None) -> np.ndarray:
     """images uint8[B, H, W, C] -> class probabilities float32[B, num_classes] (the runner's
     inference path)."""
@@ -41,12 +55,17 @@ def probabilities(state, images: np.ndarray, config=None) -> np.ndarray:
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
-def load_image_file(path: str | Path, shape: tuple[int, int, int] = (28, 28, 1)) -> np.ndarray:
+def load_image_file(
+    path: str | Path, shape: tuple[int, int, int] = (28, 28, 1), background=None
+) -> np.ndarray:
     """Any PNG/JPEG -> uint8[H, W, C] for a model trained on images of `shape`.
 
-    One channel: made to look like Fashion-MNIST (light object on black): greyscale; inverted
-    when the background (the border) is lighter than the middle; the object's bounding box scaled
-    so its longer side fits, centred. Three channels: RGB, resized to (H, W).
+    Transparency first (`without_alpha`): the alpha channel when the colours carry nothing, else
+    the colours composited on `background` (the data's, per channel in 0..255; default black,
+    Fashion-MNIST's). One channel: made to look like Fashion-MNIST (light object on black):
+    greyscale; inverted when the background (the border) is lighter than the middle; the
+    object's bounding box scaled so its longer side fits, centred. Three channels: RGB, resized
+    to (H, W).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -54,6 +73,7 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int] = (28, 28, 1))
     try:
         with Image.open(path) as im:
             im.load()
+            im = without_alpha(im, background)
             if channels == 3:
                 rgb = im.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
                 return np.asarray(rgb, np.uint8)
@@ -89,21 +109,45 @@ def load_image_file(path: str | Path, shape: tuple[int, int, int] = (28, 28, 1))
     return out[..., None]
 
 
-def _grey(im) -> np.ndarray:
-    """float32[H, W] in 0..255 from a PIL image of any mode: 16-bit grey is scaled (not clipped)
-    to 8 bits, and transparent pixels are composited onto white (an icon's transparent
-    background reads as paper, not as black)."""
+# Visible pixels (alpha at least half) whose channels all span at most this many levels carry no
+# colour: the image is its alpha channel.
+UNIFORM_LEVELS = 8
+
+
+def without_alpha(im, background=None):
+    """A PIL image with its transparency resolved (others are returned as they are).
+
+    When the visible pixels (alpha >= 128, else > 0) are all one colour and the alpha channel is
+    not, the shape is in the alpha channel alone (a white or black glyph on a transparent
+    background): the alpha channel is the image, light on dark, like Fashion-MNIST. Otherwise
+    the colours are composited on `background` (the data's background colour, per channel in
+    0..255, as dataset.json records it; None: black, Fashion-MNIST's).
+    """
     from PIL import Image
 
+    if not (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info):
+        return im
+    rgba = np.asarray(im.convert("RGBA"), np.float32)
+    colour, alpha = rgba[..., :3], rgba[..., 3]
+    visible = alpha >= 128 if (alpha >= 128).any() else alpha > 0
+    uniform = not visible.any() or np.ptp(colour[visible], axis=0).max() <= UNIFORM_LEVELS
+    if uniform and np.ptp(alpha) > 0:
+        return Image.fromarray(alpha.astype(np.uint8), "L")
+    under = np.broadcast_to(np.asarray(background if background else [0], np.float32), (3,))
+    weight = alpha[..., None] / 255.0
+    mixed = colour * weight + under * (1.0 - weight)
+    return Image.fromarray(np.clip(np.round(mixed), 0, 255).astype(np.uint8), "RGB")
+
+
+def _grey(im) -> np.ndarray:
+    """float32[H, W] in 0..255 from a PIL image of any mode without transparency (see
+    `without_alpha`): 16-bit grey is scaled (not clipped) to 8 bits."""
     if im.mode.startswith("I") or im.mode == "F":
         values = np.asarray(im, dtype=np.float64)
         # 16-bit PNGs open as "I;16" or "I"; "F" (float TIFF) is taken as 0..1 when it fits.
         top = 65535.0 if im.mode != "F" else 1.0
         top = max(top, float(values.max()))
         return np.clip(values * (255.0 / top), 0, 255).astype(np.float32)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return np.asarray(im.convert("L"), dtype=np.float32)
 
 
@@ -188,11 +232,13 @@ def predict_files(
     out_dir: Path,
     info: data.DatasetInfo | None = None,
     output: str | None = None,
+    background=None,
 ) -> None:
     """Prints the top 3 classes of each image file and draws it as the network sees it (into
-    `output` when given, for a single file)."""
+    `output` when given, for a single file). `background`: the data's background colour, for
+    transparent images (see `load_image_file`)."""
     info = info or data.DatasetInfo(data.IMAGE_SHAPE, data.NUM_CLASSES, data.CLASS_NAMES)
-    images = np.stack([load_image_file(p, info.image_shape) for p in files])
+    images = np.stack([load_image_file(p, info.image_shape, background) for p in files])
     names = info.class_names
     paths = [Path(output)] if output else figure_paths(out_dir, [Path(f).stem for f in files])
     workdir_lib.check_kinds(paths)
@@ -245,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.index:
             predict_test_images(config, state, args.index, out_dir, args.output, info.class_names)
         if args.images:
-            predict_files(config, state, args.images, out_dir, info, args.output)
+            background = data_background(args.workdir)
+            predict_files(config, state, args.images, out_dir, info, args.output, background)
         return 0
 
     return exits.guarded(

@@ -63,7 +63,8 @@ def _shirt(value=255, size=40):
 
 
 def test_sixteen_bit_and_transparent_images_read_as_their_eight_bit_selves(tmp_path):
-    """A 16-bit PNG is scaled, not clipped; transparent pixels are composited on white."""
+    """A 16-bit PNG is scaled, not clipped; a drawing in the alpha channel alone reads as the
+    same drawing light on dark (more cases: tests/test_trust.py)."""
     from fashion_jax import predict
 
     eight = predict.load_image_file(_png(tmp_path / "8.png", _shirt(255).astype(np.uint8)))

@@ -444,3 +444,91 @@ def test_two_restarts_within_a_second_keep_both_backups(memory_run, tmp_path, mo
     train_and_evaluate(config, memory_run, restart=True, data=memory_data(seed=2), report=False)
     a, b = memory_run / "backup-20260101-000000", memory_run / "backup-20260101-000000-2"
     assert fingerprint(a) == first and fingerprint(b) == second
+
+
+# ----------------------------------------------------------------------------- transparent images
+
+
+def glyph(size=40):
+    """float[size, size] in 0..1: a shape with a darker inner patch (0 outside)."""
+    import numpy as np
+
+    a = np.zeros((size, size))
+    a[8:32, 12:28] = 1.0
+    a[14:20, 16:24] = 0.5
+    return a
+
+
+def png(path, array, mode=None):
+    from PIL import Image
+
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+@pytest.mark.parametrize("colour", [255, 0], ids=["white glyph", "black glyph"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_glyph_drawn_by_its_alpha_channel_is_read_as_its_alpha(tmp_path, colour, mode):
+    """The colour channels carry nothing (one colour): the alpha channel is the image, light on
+    dark, whatever that colour is; not an all-black image."""
+    import numpy as np
+
+    from fashion_jax import predict
+
+    shape = (glyph() > 0) * 255
+    channels = 3 if mode == "RGBA" else 1
+    pixels = np.concatenate(
+        [np.full((40, 40, channels), colour), shape[..., None]], axis=-1
+    ).astype(np.uint8)
+    image = predict.load_image_file(png(tmp_path / "g.png", pixels, mode))
+    light_on_dark = predict.load_image_file(png(tmp_path / "o.png", shape.astype(np.uint8)))
+    assert (image > 25).sum() > 100
+    np.testing.assert_array_equal(image, light_on_dark)
+
+
+def test_a_coloured_transparent_image_is_composited_on_the_datas_background(tmp_path):
+    """Shading in the colours: they are the image, on Fashion-MNIST's black (the inner patch
+    stays darker than the rest, as drawn), not on white (which would invert it)."""
+    import numpy as np
+
+    from fashion_jax import predict
+
+    g = glyph()
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., :3] = (g[..., None] * [230, 200, 170]).astype(np.uint8)
+    rgba[..., 3] = (g > 0) * 255
+    image = predict.load_image_file(png(tmp_path / "c.png", rgba))
+    grey = predict.load_image_file(png(tmp_path / "grey.png", rgba[..., :3].copy()))
+    np.testing.assert_array_equal(image, grey)  # As if drawn on black.
+    assert image[14, 14, 0] > image[13, 14, 0]  # Inner patch (scaled) darker than the rest.
+
+
+def test_a_transparent_image_for_a_colour_model_takes_the_recorded_background(tmp_path):
+    import numpy as np
+
+    from fashion_jax import predict
+
+    g = glyph()
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., :3] = (g[..., None] * [230, 60, 20]).astype(np.uint8)
+    rgba[..., 3] = (g > 0) * 255
+    path = png(tmp_path / "c.png", rgba)
+    image = predict.load_image_file(path, (20, 20, 3), background=[255, 255, 255])
+    assert image[0, 0].tolist() == [255, 255, 255]  # Transparent: the data's white.
+    assert image[10, 10, 0] > 2 * image[10, 10, 2]  # The object keeps its colour.
+    black = predict.load_image_file(path, (20, 20, 3))
+    assert black[0, 0].tolist() == [0, 0, 0]  # Nothing recorded: black, Fashion-MNIST's.
+
+
+def test_dataset_json_records_the_background_predict_uses(memory_run):
+    import numpy as np
+
+    from fashion_jax import fingerprints, predict
+
+    (value,) = json.loads((memory_run / "dataset.json").read_text())["background"]
+    assert 100 <= value <= 156  # Uniform noise in 0..255.
+    assert predict.data_background(memory_run) == [float(value)]
+    black = np.zeros((5, 28, 28, 1), np.uint8)
+    white_rgb = np.ones((5, 8, 8, 3), np.float32)
+    assert fingerprints.background(black) == [0]
+    assert fingerprints.background(white_rgb) == [255, 255, 255]
