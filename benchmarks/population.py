@@ -1,10 +1,11 @@
 """N members trained together (one vmapped program) against the same N one after another.
 
-For each network and N, two child processes, alternated: "together" steps a population of N
-members (`fashion_jax.population.build`, seeds 0..N-1, learning rates spread over a grid) and
-"one by one" steps N lone runs (`fashion_jax.programs.build`) one after another, each for the
-same number of timed steps after a warm-up (compilation excluded). Reports images per second
-(all members together), the speed-up of together over one by one, and each child's peak RSS.
+For each network and N, three child processes, in turn: "one by one" steps N lone runs
+(`fashion_jax.programs.build`) one after another, "together (vmap)" and "together (unrolled)" a
+population of N members (`fashion_jax.population.build` in each layout; seeds 0..N-1, learning
+rates spread over a grid), each for the same number of timed steps after a warm-up (compilation
+excluded). Reports images per second (all members together), the speed-ups over one by one, and
+each child's peak RSS.
 Appends to results.jsonl.
 
   python benchmarks/population.py [--members 1,2,4,8,16] [--models seed_cnn,convnet_5ep] [--steps 20]
@@ -30,8 +31,8 @@ TRAIN_IMAGES = 8192  # Synthetic uint8 images: a step's cost does not depend on 
 
 
 def measure(model: str, members: int, mode: str, steps: int) -> dict:
-    """In this process: images/s of `steps` train steps of `members` members, `mode` "together"
-    or "one by one", and this process' peak RSS."""
+    """In this process: images/s of `steps` train steps of `members` members in `mode` (see
+    `images_per_second`), and this process' peak RSS."""
     from fashion_jax import config as config_lib
     from fashion_jax import sharding
 
@@ -46,8 +47,8 @@ def measure(model: str, members: int, mode: str, steps: int) -> dict:
 def images_per_second(base, members: int, mode: str, steps: int, mesh, examples: int) -> float:
     """Images/s of all `members` members (seeds 0.., learning rates spread around `base`'s) over
     `steps` train steps each on `examples` synthetic images, after two warm-up steps per program:
-    `mode` "together" (one population program) or "one by one" (a lone run's program, member
-    after member). Also the accelerator kit's population section."""
+    `mode` "together (vmap)" or "together (unrolled)" (one population program in that layout),
+    or "one by one" (a lone run's program, member after member). Also the accelerator kit's."""
     import jax
     import numpy as np
 
@@ -66,8 +67,9 @@ def images_per_second(base, members: int, mode: str, steps: int, mesh, examples:
         config_lib.apply_overrides(base, {"seed": str(i), "learning_rate": str(lr * (1 + i / 8))})
         for i in range(members)
     ]
-    if mode == "together":
-        groups = [population.build(configs, mesh, splits, info, 10_000).programs]
+    if mode.startswith("together"):  # "together (vmap)" or "together (unrolled)"
+        layout = mode.split("(")[1].rstrip(")")
+        groups = [population.build(configs, mesh, splits, info, 10_000, layout=layout).programs]
         window = lambda: population_loop.new_windows([LoopState()] * members, mesh)
     else:
         groups = [programs.build(configs[0], mesh, splits, info, 10_000)] * members
@@ -115,16 +117,21 @@ def main():
     for model in args.models.split(","):
         for n in map(int, args.members.split(",")):
             one = child(model, n, "one by one", args.steps)
-            together = child(model, n, "together", args.steps)
+            vmap = child(model, n, "together (vmap)", args.steps)
+            unrolled = child(model, n, "together (unrolled)", args.steps)
+            ips = lambda r: r["images_per_second"]
             rows.append(
                 {
                     "model": model,
                     "members": n,
-                    "one_by_one_img_s": round(one["images_per_second"]),
-                    "together_img_s": round(together["images_per_second"]),
-                    "speed_up": round(together["images_per_second"] / one["images_per_second"], 2),
+                    "one_by_one_img_s": round(ips(one)),
+                    "vmap_img_s": round(ips(vmap)),
+                    "unrolled_img_s": round(ips(unrolled)),
+                    "vmap_speed_up": round(ips(vmap) / ips(one), 2),
+                    "unrolled_speed_up": round(ips(unrolled) / ips(one), 2),
                     "one_by_one_peak_mb": round(one["peak_rss_mb"]),
-                    "together_peak_mb": round(together["peak_rss_mb"]),
+                    "vmap_peak_mb": round(vmap["peak_rss_mb"]),
+                    "unrolled_peak_mb": round(unrolled["peak_rss_mb"]),
                 }
             )
             print(table(rows[-1:], list(rows[-1])), flush=True)

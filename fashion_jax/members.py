@@ -99,7 +99,7 @@ def record_grid(root: Path, grid: dict[str, list[str]]) -> None:
     (root / GRID_FILE).write_text(json.dumps(grid) + "\n")
 
 
-def run_together(members, ready=None, data=None) -> list[dict]:
+def run_together(members, ready=None, data=None, layout=None) -> list[dict]:
     """Trains the unfinished `plan` members as one population (`population.train_population`);
     returns every member's row, the wall time shared out equally between the members trained."""
     import jax
@@ -111,7 +111,7 @@ def run_together(members, ready=None, data=None) -> list[dict]:
     results = {}
     if todo:
         summaries = population.train_population(
-            [c for _, c in todo], [w for w, _ in todo], data=data, ready=ready
+            [c for _, c in todo], [w for w, _ in todo], data=data, ready=ready, layout=layout
         )
         share = (time.perf_counter() - start) / len(todo)
         for (workdir, _), summary in zip(todo, summaries):

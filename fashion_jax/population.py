@@ -41,6 +41,8 @@ from fashion_jax.preemption import Preempted, StopFlag
 TRACED = ("learning_rate", "weight_decay", "momentum", "label_smoothing", "augment_erasing")
 # Of those, the ones whose 0 builds another optimizer state than any other value.
 ZERO_CHANGES_STATE = ("weight_decay", "momentum")
+# How the members' steps make one program (`_population_step`).
+LAYOUTS = ("vmap", "unrolled")
 # Keys that name where the data and outputs live or how progress is shown, not the training.
 _FREE = ("seed", "progress_bar", "model_dir", "continue_with_changed_code")
 
@@ -95,14 +97,27 @@ class Population:
     programs: programs.Programs
     values: dict[str, jax.Array]  # TRACED key -> float32[M]
     members: int
+    layout: str = "vmap"
     steps: tuple[int, int] = (0, 0)  # (steps per epoch, total steps)
 
 
-def build(configs, mesh, splits, info, total_steps: int, search_dirs=()) -> Population:
+def default_layout(platform: str) -> str:
+    """ "unrolled" on CPU (a member's step is its lone run's program: the same bits, and batching
+    gains little on a few cores), "vmap" on accelerators (one batched program: the speed)."""
+    return "unrolled" if platform == "cpu" else "vmap"
+
+
+def build(
+    configs, mesh, splits, info, total_steps: int, search_dirs=(), layout: str | None = None
+) -> Population:
     """Compiles a population's programs: init, epoch orders and the train chunk over the
-    stacked members, the shared evaluators; raises ConfigError for members that cannot share a
-    program, or that would not fit in the devices' memory (estimated before allocating)."""
+    stacked members (`layout`: `LAYOUTS`, default `default_layout`), the shared evaluators;
+    raises ConfigError for members that cannot share a program, or that would not fit in the
+    devices' memory (estimated before allocating)."""
     base, m = configs[0], len(configs)
+    layout = layout or default_layout(jax.devices()[0].platform)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout {layout!r}: choose one of {', '.join(LAYOUTS)}.")
     values = {k: jnp.asarray(v, jnp.float32) for k, v in varying(configs).items()}
     repl, by_batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     alone = programs.build(base, mesh, splits, info, total_steps, search_dirs)
@@ -121,16 +136,9 @@ def build(configs, mesh, splits, info, total_steps: int, search_dirs=()) -> Popu
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), stacked
     )
-    base_tx = stacked.tx
 
-    def member_step(index, state, window, images, labels, perm, step_key, member_values):
-        member = _Overlay(base, member_values)
-        state = state.replace(tx=optimizers.make_optimizer(member, total_steps))
-        one = programs.make_one_step(steps.train_options(member), base.batch_size, by_batch)
-        state, window = one(index, state, window, images, labels, perm, step_key)
-        return state.replace(tx=base_tx), window
-
-    vstep = jax.vmap(member_step, in_axes=(None, 0, 0, None, None, 0, 0, 0))
+    member_step = _member_step(base, total_steps, by_batch, stacked.tx)
+    vstep = _population_step(member_step, m, layout)
     chunk = jax.jit(
         programs.chunk_of(vstep, alone.steps_per_call),
         in_shardings=(repl,) * 7 + (None, None),
@@ -158,7 +166,47 @@ def build(configs, mesh, splits, info, total_steps: int, search_dirs=()) -> Popu
             state, window, images, labels, perm, step_keys, values, index, n
         ),
     )
-    return Population(progs, values, m)
+    return Population(progs, values, m, layout)
+
+
+def _member_step(base, total_steps: int, by_batch, base_tx):
+    """One member's train step inside the population program: the runner's step
+    (`programs.make_one_step`) with the optimizer and options built from the member's values."""
+
+    def member_step(index, state, window, images, labels, perm, step_key, member_values):
+        member = _Overlay(base, member_values)
+        state = state.replace(tx=optimizers.make_optimizer(member, total_steps))
+        one = programs.make_one_step(steps.train_options(member), base.batch_size, by_batch)
+        state, window = one(index, state, window, images, labels, perm, step_key)
+        return state.replace(tx=base_tx), window
+
+    return member_step
+
+
+def _population_step(member_step, members: int, layout: str):
+    """The step of all members: `jax.vmap` of `member_step` ("vmap": batched operations, which
+    may round differently from a lone run), or `member_step` once per member in the same program
+    ("unrolled": each member's operations are its lone run's)."""
+    if layout == "vmap":
+        return jax.vmap(member_step, in_axes=(None, 0, 0, None, None, 0, 0, 0))
+
+    def unrolled(index, state, window, images, labels, perms, step_keys, values):
+        outs = [
+            member_step(
+                index,
+                loop.member(state, i),
+                loop.member(window, i),
+                images,
+                labels,
+                perms[i],
+                step_keys[i],
+                {k: v[i] for k, v in values.items()},
+            )
+            for i in range(members)
+        ]
+        return loop.stack([o[0] for o in outs]), loop.stack([o[1] for o in outs])
+
+    return unrolled
 
 
 def _check_memory(compiled, members: int) -> None:
@@ -185,11 +233,18 @@ def _check_memory(compiled, members: int) -> None:
 
 
 def train_population(
-    configs, workdirs, *, data: dict | None = None, report: bool = True, ready=None
+    configs,
+    workdirs,
+    *,
+    data: dict | None = None,
+    report: bool = True,
+    ready=None,
+    layout: str | None = None,
 ) -> list[dict[str, Any]]:
     """Trains `configs` (one per member, sharing the program's shapes: see the module docstring)
     as one program, member i in `workdirs[i]`, each resumed from its own checkpoints. `data`:
-    your own splits, as for `train.train_and_evaluate`. `ready()`, if given, is called once the
+    your own splits, as for `train.train_and_evaluate`. `layout`: "vmap" or "unrolled" (see
+    `_population_step`; default `default_layout`). `ready()`, if given, is called once the
     program is compiled and known to fit, before anything is written. Returns each member's
     summary (a member stopped by a non-finite loss: {"stopped": the reason, ...}). Raises
     UserError subclasses for bad input (nothing written) and preemption.Preempted after a clean
@@ -208,7 +263,7 @@ def train_population(
     described = fingerprints.data(splits, info)
     for workdir in workdirs:  # A member's run on other data: refused before compiling.
         workdir_lib.check_data(workdir, described)
-    pop = _compile(configs, workdirs, mesh, splits, info)
+    pop = _compile(configs, workdirs, mesh, splits, info, layout)
     if ready is not None:
         ready()
     is_main = jax.process_index() == 0
@@ -251,7 +306,7 @@ def train_population(
         ]
 
 
-def _compile(configs, workdirs, mesh, splits, info) -> Population:
+def _compile(configs, workdirs, mesh, splits, info, layout) -> Population:
     """The population's programs for its data, with its (steps per epoch, total steps)."""
     spe = len(splits["train"].labels) // configs[0].batch_size
     if spe == 0:
@@ -260,6 +315,6 @@ def _compile(configs, workdirs, mesh, splits, info) -> Population:
             f"{len(splits['train'].labels)} training examples."
         )
     total = spe * configs[0].num_epochs
-    pop = build(configs, mesh, splits, info, total, search_dirs=(str(workdirs[0]),))
+    pop = build(configs, mesh, splits, info, total, (str(workdirs[0]),), layout)
     pop.steps = (spe, total)
     return pop

@@ -68,7 +68,7 @@ def train(runs, pop, state, loops, stop: StopFlag):
     if runs[0].out.is_main:
         print(
             f"Training a population of {len(runs)} {config.model} members as one program "
-            f"({', '.join(pop.values) or 'seeds only'} per member); "
+            f"({', '.join(pop.values) or 'seeds only'} per member, {pop.layout}); "
             + train_lib.headline(runs[0]).removeprefix("Training "),
             flush=True,
         )

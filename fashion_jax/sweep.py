@@ -38,6 +38,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--together", action="store_true", help="train all members as one program (population)"
     )
+    p.add_argument(
+        "--layout",
+        choices=("vmap", "unrolled"),
+        default=None,
+        help="with --together: one batched (vmap) program, or each member's own step in one "
+        "program (unrolled: the same bits as alone); default unrolled on CPU, vmap elsewhere",
+    )
     return p
 
 
@@ -67,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         sharding.initialize_distributed(base)
         if args.together:
             where["workdir"] = str(root)
-            rows = members.run_together(plan, ready=lambda: members.record_grid(root, grid))
+            ready = lambda: members.record_grid(root, grid)
+            rows = members.run_together(plan, ready=ready, layout=args.layout)
         else:
             members.record_grid(root, grid)
             rows = []

@@ -28,7 +28,7 @@ def population_section(ctx) -> None:
                     base, n, "one by one", steps, ctx.mesh, args.synthetic_examples
                 )
                 together = images_per_second(
-                    base, n, "together", steps, ctx.mesh, args.synthetic_examples
+                    base, n, "together (vmap)", steps, ctx.mesh, args.synthetic_examples
                 )
                 row.update(
                     one_by_one_img_s=round(one),
