@@ -261,11 +261,13 @@ def memory_data(classes=5, seed=0):
 
 
 def memory_config(folder, **values):
-    """net.py's Net (in `folder`) for one short epoch on in-memory 8x8 images."""
+    """net.py's Net (in `folder`, written there if absent) for one short epoch on in-memory 8x8
+    images."""
     from fashion_jax import config as config_lib
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "net.py").write_text(NET)
+    if not (folder / "net.py").exists():
+        (folder / "net.py").write_text(NET)
     c = config_lib.get_config()
     settings = dict(
         model="net:Net",
@@ -532,3 +534,71 @@ def test_dataset_json_records_the_background_predict_uses(memory_run):
     white_rgb = np.ones((5, 8, 8, 3), np.float32)
     assert fingerprints.background(black) == [0]
     assert fingerprints.background(white_rgb) == [255, 255, 255]
+
+
+# ----------------------------------------------------------------------------- the same refusals everywhere
+
+
+def test_an_old_run_whose_model_now_has_other_shapes_is_refused_by_the_cli(trained, args, capsys):
+    """No model.json to compare (a run older than it): the checkpoint's own metadata refuses."""
+    (trained / "model.json").unlink()
+    edit(trained / "net.py", "hidden: int = 16", "hidden: int = 24")
+    before = fingerprint(trained)
+    refused(
+        capsys,
+        trained,
+        run(trained, args, "--config.num_epochs=2"),
+        "holds other arrays than this run's state",
+        "float32[784, 16] -> float32[784, 24]",
+        "--restart",
+    )
+    assert fingerprint(trained) == before
+
+
+@pytest.fixture
+def population_run(tmp_path):
+    """Two members (seeds 0, 1) of net.py's Net trained together on `memory_data()`."""
+    from fashion_jax import population
+
+    forget_user_modules()
+    configs = [memory_config(tmp_path / "exp", seed=s) for s in (0, 1)]
+    workdirs = [tmp_path / "m0", tmp_path / "m1"]
+    population.train_population(configs, workdirs, data=memory_data(), report=False)
+    return tmp_path, workdirs
+
+
+def population_refuses(root, workdirs, data, *fragments, **values):
+    from fashion_jax import population
+    from fashion_jax.errors import CheckpointError
+
+    before = [fingerprint(w) for w in workdirs]
+    configs = [memory_config(root / "exp", seed=s, num_epochs=2, **values) for s in (0, 1)]
+    with pytest.raises(CheckpointError) as e:
+        population.train_population(configs, workdirs, data=data, report=False)
+    assert "\n" not in str(e.value)
+    for fragment in fragments:
+        assert fragment in str(e.value), (fragment, str(e.value))
+    assert [fingerprint(w) for w in workdirs] == before
+
+
+def test_a_population_refuses_other_data(population_run):
+    root, workdirs = population_run
+    population_refuses(root, workdirs, memory_data(classes=3), "classes 5 -> 3")
+    population_refuses(root, workdirs, memory_data(seed=9), "train split holds other values")
+
+
+def test_a_population_refuses_edited_model_code(population_run):
+    root, workdirs = population_run
+    edit(root / "exp" / "net.py", "nn.relu(", "nn.gelu(")
+    population_refuses(
+        root, workdirs, memory_data(), f"{root / 'exp' / 'net.py'} changed", "--restart"
+    )
+
+
+def test_a_population_refuses_a_checkpoint_of_other_shapes(population_run):
+    root, workdirs = population_run
+    for w in workdirs:
+        strip_records(w)
+    population_refuses(
+        root, workdirs, memory_data(classes=3), "holds other arrays than this run's state"
+    )
