@@ -249,16 +249,7 @@ def train_population(
     summary (a member stopped by a non-finite loss: {"stopped": the reason, ...}). Raises
     UserError subclasses for bad input (nothing written) and preemption.Preempted after a clean
     save when SIGTERM/SIGINT arrived."""
-    if len(configs) != len(workdirs) or not configs:
-        raise ConfigError("train_population needs one workdir per config, and at least one.")
-    checked = [train.check_inputs(c, w, data) for c, w in zip(configs, workdirs)]
-    configs, workdirs, mesh = [c[0] for c in checked], [c[1] for c in checked], checked[0][2]
-    if len(set(map(str, workdirs))) < len(workdirs):
-        raise ConfigError("two members share a workdir; give each its own.")
-    varying(configs)
-    for config, workdir in zip(configs, workdirs):
-        if workdir.is_dir():  # Before the data and the compilation: a wrong folder fails fast.
-            workdir_lib.check_previous(workdir, config, False, is_main=False)
+    configs, workdirs, mesh = _check_members(configs, workdirs, data)
     splits, info = data_lib.load_data(configs[0], data)
     described = fingerprints.data(splits, info)
     for workdir in workdirs:  # A member's run on other data: refused before compiling.
@@ -291,19 +282,27 @@ def train_population(
         finally:
             for run in runs:
                 run.out.close()
+        finished = zip(runs, loops, records)
         return [
-            loop.finish(
-                run,
-                loop.member(state, i),
-                loops[i],
-                records[i],
-                stopped.get(i),
-                splits,
-                info,
-                report,
-            )
-            for i, run in enumerate(runs)
+            loop.finish(r, loop.member(state, i), lp, rec, stopped.get(i), splits, info, report)
+            for i, (r, lp, rec) in enumerate(finished)
         ]
+
+
+def _check_members(configs, workdirs, data):
+    """(configs, workdirs, mesh) after each member's checks (`train.check_inputs`, distinct
+    workdirs, what may differ, a previous run in a member's folder); nothing is written."""
+    if len(configs) != len(workdirs) or not configs:
+        raise ConfigError("train_population needs one workdir per config, and at least one.")
+    checked = [train.check_inputs(c, w, data) for c, w in zip(configs, workdirs)]
+    configs, workdirs, mesh = [c[0] for c in checked], [c[1] for c in checked], checked[0][2]
+    if len(set(map(str, workdirs))) < len(workdirs):
+        raise ConfigError("two members share a workdir; give each its own.")
+    varying(configs)
+    for config, workdir in zip(configs, workdirs):
+        if workdir.is_dir():  # Before the data and the compilation: a wrong folder fails fast.
+            workdir_lib.check_previous(workdir, config, False, is_main=False)
+    return configs, workdirs, mesh
 
 
 def _compile(configs, workdirs, mesh, splits, info, layout) -> Population:

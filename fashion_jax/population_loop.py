@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 
 from fashion_jax import checkpoints, sharding
-from fashion_jax import metrics as metrics_lib
 from fashion_jax import train as train_lib
 from fashion_jax.errors import CheckpointError, NonFiniteLossError
 from fashion_jax.preemption import StopFlag
@@ -179,22 +178,8 @@ def _stop_member(run, i: int, error: NonFiniteLossError, stopped: dict) -> None:
 
 
 def finish(run, state, loop, record, stopped, splits, info, report) -> dict[str, Any]:
-    """A member's summary.json (and report), as its run alone would write them."""
-    from fashion_jax import report as report_lib
-
-    summary = metrics_lib.summary(
-        record or run.out.last_eval(),
-        step=int(state.step),
-        steps_per_epoch=run.steps_per_epoch,
-        batch_size=run.config.batch_size,
-        train_seconds=loop.train_seconds,
-        costs=run.programs.costs,
-        devices=run.programs.mesh.devices.size,
-    )
-    if stopped is not None:
-        summary["stopped"] = stopped
-    run.out.finish(run.config, summary)
-    if run.out.is_main and report and stopped is None and "test" in splits:
-        trained = report_lib.Trained(run.config, state, splits["test"], info)
-        train_lib.report_safely(run.out.workdir, trained)
-    return summary
+    """A member's summary.json (and report), as its run alone would write them; a stopped
+    member's summary says why, and it gets no report."""
+    extra = None if stopped is None else {"stopped": stopped}
+    report = report and stopped is None
+    return train_lib.finish(run, state, loop, record, splits, info, report, extra)

@@ -278,19 +278,30 @@ def train_and_evaluate(
             state, loop, last_eval = _train(run, state, loop, stop)
         finally:
             run.out.close()
-        summary = metrics_lib.summary(
-            last_eval or run.out.last_eval(),  # None: no epoch ended in this call.
-            step=int(state.step),
-            steps_per_epoch=run.steps_per_epoch,
-            batch_size=config.batch_size,
-            train_seconds=loop.train_seconds,
-            costs=run.programs.costs,
-            devices=mesh.devices.size,
-        )
-        run.out.finish(config, summary)
-        if is_main and report:
-            trained = report_lib.Trained(config, state, splits.get("test"), info)
-            report_safely(workdir, trained if "test" in splits else None)
+        return finish(run, state, loop, last_eval, splits, info, report)
+
+
+def finish(
+    run: Run, state, loop: LoopState, last_eval, splits, info, report: bool, extra=None
+) -> dict:
+    """Writes a run's summary.json (from `last_eval`, else the newest eval record on file: no
+    epoch ended in this call; plus `extra`) and, on process 0, its report from what it holds."""
+    summary = metrics_lib.summary(
+        last_eval or run.out.last_eval(),
+        step=int(state.step),
+        steps_per_epoch=run.steps_per_epoch,
+        batch_size=run.config.batch_size,
+        train_seconds=loop.train_seconds,
+        costs=run.programs.costs,
+        devices=run.programs.mesh.devices.size,
+    )
+    summary.update(extra or {})
+    run.out.finish(run.config, summary)
+    if run.out.is_main and report and "test" in splits:
+        trained = report_lib.Trained(run.config, state, splits["test"], info)
+        report_safely(run.out.workdir, trained)
+    elif run.out.is_main and report:
+        report_safely(run.out.workdir, None)
     return summary
 
 
