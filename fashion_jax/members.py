@@ -152,12 +152,14 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def finished(workdir: Path, config) -> dict | None:
-    """The summary of a finished run of `config` in `workdir`, else None."""
+    """The summary of a finished run of `config` in `workdir`, else None (also when the run was
+    made by other model code: training it then refuses in one line, as `run` does)."""
     try:
         summary = json.loads((workdir / workdir_lib.SUMMARY).read_text())
         # The keys that define the training must match; the others (RESUMABLE_KEYS: logging,
         # checkpoints, data location, ...) may differ without making the run another run.
         config_lib.check_resume(workdir_lib.load_config(workdir), config, workdir)
+        workdir_lib.check_code(workdir, config)  # Edited model code: not this member's run.
     except (OSError, ValueError, UserError):
         return None
     return summary if summary.get("epochs") == config.num_epochs else None

@@ -150,8 +150,10 @@ def test_run_sh_measures_in_a_venv_without_tensorflow_tfds_or_ml_collections(
         "overhead": "failed",
         "throughput": "ok",
         "time_to_accuracy": "ok",
+        "population": "ok",
     }
     assert all(r["images_per_s"] > 0 for r in entry["throughput"])
+    assert all(r["together_img_s"] > 0 for r in entry["population"])
     (tta,) = entry["time_to_accuracy"]
     assert tta["epochs_run"] == 1 and tta["best_test_accuracy"] > 0, tta
     summary = json.loads((results / "train_check" / "summary.json").read_text())

@@ -145,6 +145,21 @@ def test_an_edited_model_file_is_refused_and_continued_only_on_purpose(trained, 
     assert "warning:" not in capsys.readouterr().err
 
 
+def test_a_sweep_over_an_edited_model_refuses_instead_of_reporting_the_old_run(
+    tmp_path, args, capsys
+):
+    from fashion_jax import sweep
+
+    folder = experiment(tmp_path / "mine")
+    command = ["--workdir", str(folder), "--seeds", "0", *args]
+    assert sweep.main(command) == 0
+    edit(folder / "net.py", "nn.relu(", "nn.tanh(")
+    capsys.readouterr()
+    before = fingerprint(folder)
+    refused(capsys, folder, sweep.main(command), "net.py changed", "--restart")
+    assert fingerprint(folder) == before
+
+
 def test_an_edited_file_that_the_model_imports_is_refused(tmp_path, args, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "mine"))
     net = NET.replace("import flax.linen as nn\n", "import flax.linen as nn\nimport trust_act\n")
