@@ -129,32 +129,63 @@ def plot_per_class_accuracy(matrix: np.ndarray, class_names, path: str | Path) -
 def plot_samples(
     images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, class_names, path: str | Path
 ) -> Path:
-    """Draws `images` uint8[N, 28, 28, 1] in a grid titled "predicted / true"; mistakes in red."""
+    """Draws `images` uint8[N, H, W, 1] in a grid titled "predicted / true"; mistakes in red.
+
+    One axes over a mosaic of the images, not one axes per image: 36 subplots and their layout
+    took most of a report's time (about 1.5 s of a tiny run's 4.4 s)."""
+    from matplotlib.patches import Rectangle
+
     n = len(images)
     cols = min(6, max(n, 1))
     rows = max(1, -(-n // cols))
-    fig = _figure(1.9 * cols, 2.0 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, image, true, pred in zip(axes, images, labels, predictions):
+    h, w = (images.shape[1], images.shape[2]) if n else (28, 28)
+    gap_x, gap_y = max(2, w // 7), max(8, h // 2)  # Between tiles; above each, its title.
+    cell_w, cell_h = w + gap_x, h + gap_y
+    mosaic = np.full((rows * cell_h + gap_x // 2, cols * cell_w), np.nan)
+    inch = 1.9 / cell_w  # Inches per mosaic pixel: 1.9 in per column, as before.
+    title = 0.35  # Inches above the mosaic for the figure's title.
+    height = mosaic.shape[0] * inch
+    fig = _figure(cols * cell_w * inch, height + title)
+    ax = fig.add_axes((0.0, 0.0, 1.0, height / (height + title)))
+    ax.axis("off")
+    for i, (image, true, pred) in enumerate(zip(images, labels, predictions)):
+        top, left = (i // cols) * cell_h + gap_y, (i % cols) * cell_w + gap_x // 2
+        mosaic[top : top + h, left : left + w] = image[..., 0]
         wrong = int(pred) != int(true)
-        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(
+        ax.text(
+            left + w / 2,
+            top - 1.5,
             f"{class_names[int(pred)]}\n({class_names[int(true)]})",
+            ha="center",
+            va="bottom",
             fontsize=7,
             color="red" if wrong else "black",
         )
         if wrong:
-            for spine in ax.spines.values():
-                spine.set_visible(True)
-                spine.set_edgecolor("red")
-                spine.set_linewidth(2)
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("First test images (IDX order): predicted (true); mistakes in red", fontsize=9)
-    return _save(fig, Path(path))
+            ax.add_patch(
+                Rectangle((left - 1, top - 1), w + 1, h + 1, fill=False, edgecolor="red", lw=2)
+            )
+    cmap = _gray_with_white_background()
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=255, interpolation="nearest", aspect="auto")
+    fig.suptitle(
+        "First test images (IDX order): predicted (true); mistakes in red",
+        fontsize=9,
+        y=1 - 0.1 / (height + title),
+        va="top",
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _gray_with_white_background():
+    """The gray colour map, drawing NaN (the mosaic's gaps) white."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["gray"].copy()
+    cmap.set_bad("white")
+    return cmap
 
 
 def plot_comparison(rows: list[dict[str, Any]], path: str | Path) -> Path:
