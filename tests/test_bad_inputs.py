@@ -472,8 +472,15 @@ CASES = [
         "no dataset and no download",
         "run",
         "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
-        ("Fashion-MNIST",),
+        ("Fashion-MNIST", "does not hold all four files", "apt-get install dataset-fashion-mnist"),
         setup=write("@idx/README", "empty"),
+    ),
+    Case(
+        "IDX file that is not gzip",
+        "run",
+        "--workdir {w} --config.data_dir={tmp}/tfds --config.idx_dir={tmp}/idx --config.download=false",
+        ("train-labels-idx1-ubyte.gz", "corrupt or truncated"),
+        setup=lambda w, tmp: garbage_labels_idx(tmp / "idx"),
     ),
     Case(
         "truncated IDX file",
@@ -660,6 +667,13 @@ def empty_idx(folder: Path):
     from conftest import write_idx
 
     write_idx(folder, train_n=0, test_n=16)
+
+
+def garbage_labels_idx(folder: Path):
+    from conftest import write_idx
+
+    write_idx(folder, train_n=64, test_n=16)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
 
 
 def truncated_idx(folder: Path):

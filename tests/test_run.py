@@ -58,66 +58,12 @@ def tensorboard_scalars(folder):
     return tags
 
 
-def test_unknown_key_and_bad_values_exit_cleanly(tmp_path):
+def test_a_refused_config_ends_the_process_with_status_2_and_one_line(tmp_path):
+    """The process-level path of every refusal (tests/test_bad_inputs.py checks each one in
+    process, through the same `main`): `python -m fashion_jax.run` exits 2 with one `error:` line
+    and no traceback, and writes nothing."""
     w = tmp_path / "w"
-    assert_clean_error(
-        run_module("fashion_jax.run", "--workdir", w, "--config.batchsize=8"),
-        "Unknown config key 'batchsize'",
-        "batch_size",
-    )
-    assert_clean_error(
-        run_module("fashion_jax.run", "--workdir", w, "--config.batch_size=0"),
-        "batch_size = 0 is out of range",
-    )
-    assert_clean_error(
-        run_module("fashion_jax.run", "--workdir", w, "--config.learning_rate=-1"),
-        "learning_rate = -1.0 is out of range",
-    )
-    assert not w.exists()  # Nothing was written for a refused config.
-
-
-def test_unwritable_workdir_exits_cleanly(tmp_path, tiny_args):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    assert_clean_error(
-        run_module("fashion_jax.run", "--workdir", blocker / "w", *tiny_args),
-        "Cannot write to --workdir",
-    )
-    assert_clean_error(run_module("fashion_jax.run", "--workdir", blocker, *tiny_args), "is a file")
-
-
-def test_missing_or_corrupt_data_exits_cleanly(tmp_path, tiny_idx):
-    args = ["--config.download=false", f"--config.data_dir={tmp_path / 'tfds'}"]
-    proc = run_module(
-        "fashion_jax.run",
-        "--workdir",
-        tmp_path / "w1",
-        *args,
-        f"--config.idx_dir={tmp_path / 'missing'}",
-    )
-    assert_clean_error(
-        proc, "does not hold all four files", "apt-get install dataset-fashion-mnist"
-    )
-    bad = tmp_path / "bad_idx"
-    bad.mkdir()
-    for f in tiny_idx.iterdir():
-        (bad / f.name).write_bytes(f.read_bytes())
-    (bad / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
-    proc = run_module(
-        "fashion_jax.run", "--workdir", tmp_path / "w2", *args, f"--config.idx_dir={bad}"
-    )
-    assert_clean_error(proc, "train-labels-idx1-ubyte.gz", "corrupt or truncated")
-
-
-def test_foreign_workdir_is_refused(tmp_path, tiny_args):
-    w = tmp_path / "w"
-    (w / "checkpoints").mkdir(parents=True)
-    (w / "checkpoints" / "theirs.bin").write_bytes(b"x")
-    assert_clean_error(
-        run_module("fashion_jax.run", "--workdir", w, *tiny_args), "no config.json", "--restart"
-    )
-    (w / "config.json").write_text("[1, 2, 3]")
-    assert_clean_error(
-        run_module("fashion_jax.run", "--workdir", w, *tiny_args), "not a fashion_jax config"
-    )
-    assert (w / "checkpoints" / "theirs.bin").read_bytes() == b"x"  # Untouched.
+    proc = run_module("fashion_jax.run", "--workdir", w, "--config.batchsize=8")
+    assert_clean_error(proc, "Unknown config key 'batchsize'", "batch_size")
+    assert proc.stderr.count("error:") == 1
+    assert not w.exists()
