@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,16 +53,6 @@ def one_device(tmp_path_factory, args):
     workdir = tmp_path_factory.mktemp("one") / "w"
     run_module("fashion_jax.run", "--workdir", workdir, *args, env=devices_env(1), check=True)
     return workdir
-
-
-def test_eight_devices_match_one(tmp_path, args, one_device):
-    workdir = tmp_path / "w8"
-    proc = run_module(
-        "fashion_jax.run", "--workdir", workdir, *args, env=devices_env(8), check=True
-    )
-    assert "over 8 device(s)" in proc.stdout
-    assert json.loads((workdir / "summary.json").read_text())["devices"] == 8
-    assert_close_runs(workdir, one_device)
 
 
 def test_batch_that_devices_do_not_divide_is_refused(tmp_path, args):
@@ -176,30 +167,34 @@ def test_sigterm_to_one_runner_saves_the_same_step_on_every_process(tmp_path, ar
     assert "SIGTERM received: saved the checkpoint at step" in outs[0][1]
 
 
-@pytest.mark.parametrize(
-    "module,flags", [("fashion_jax.run", []), ("fashion_jax.sweep", ["--seeds=0"])]
-)
-def test_a_coordinator_whose_peer_never_starts_stops_with_one_line(tmp_path, args, module, flags):
-    """Process 0 alone: one error line after distributed_timeout_seconds, nothing written."""
-    port = free_port()
+def test_a_coordinator_whose_peer_never_starts_stops_with_one_line(tmp_path, args):
+    """Process 0 alone, through `run` and `sweep` (started together: each mostly waits): one
+    error line after distributed_timeout_seconds, nothing written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.time()
-    proc = run_module(
-        module,
-        "--workdir",
-        tmp_path / "w",
-        *flags,
-        *args,
-        "--config.distributed=true",
-        f"--config.coordinator_address=localhost:{port}",
-        "--config.num_processes=2",
-        "--config.process_id=0",
-        "--config.distributed_timeout_seconds=5",
-        timeout=120,
-    )
-    assert_clean_error(proc, "the distributed run stopped", "DEADLINE_EXCEEDED", "= 5")
-    assert "Check failure" not in proc.stderr
+    procs = []
+    for module, flags in (("fashion_jax.run", []), ("fashion_jax.sweep", ["--seeds=0"])):
+        cluster = [
+            "--config.distributed=true",
+            f"--config.coordinator_address=localhost:{free_port()}",
+            "--config.num_processes=2",
+            "--config.process_id=0",
+            "--config.distributed_timeout_seconds=5",
+        ]
+        workdir = tmp_path / module
+        cmd = [sys.executable, "-m", module, "--workdir", str(workdir), *flags, *args, *cluster]
+        procs.append(
+            subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+            )
+        )
+    for proc, module in zip(procs, ("fashion_jax.run", "fashion_jax.sweep")):
+        done = subprocess.CompletedProcess(proc.args, 0, *proc.communicate(timeout=120))
+        done.returncode = proc.returncode
+        assert_clean_error(done, "the distributed run stopped", "DEADLINE_EXCEEDED", "= 5")
+        assert "Check failure" not in done.stderr
+        assert not list((tmp_path / module).glob("**/checkpoints"))
     assert time.time() - start < 60
-    assert not list((tmp_path / "w").glob("**/checkpoints"))
 
 
 REALISTIC = [
@@ -232,7 +227,9 @@ def test_two_processes_of_two_devices_at_a_realistic_length(tmp_path):
     assert json.loads((tmp_path / "w" / "summary.json").read_text())["steps"] == 64
 
 
-def test_resume_across_device_counts(tmp_path, args, one_device):
+def test_eight_devices_match_one_and_resume_across_device_counts(tmp_path, args, one_device):
+    """8 devices train what 1 trains (the first epoch), a run resumes on another device count
+    and still matches (the second), and goes back to 8."""
     workdir = tmp_path / "w"
 
     def train(epochs, devices):
@@ -246,7 +243,9 @@ def test_resume_across_device_counts(tmp_path, args, one_device):
             check=True,
         )
 
-    train(1, 8)
+    proc = train(1, 8)
+    assert "over 8 device(s)" in proc.stdout
+    assert json.loads((workdir / "summary.json").read_text())["devices"] == 8
     proc = train(2, 1)
     assert "Resuming from the checkpoint at step 20" in proc.stdout
     assert "over 1 device(s)" in proc.stdout
