@@ -19,6 +19,9 @@ from fashion_jax import train as train_lib
 from fashion_jax.trained import load_trained
 
 GRID = ["--seeds", "0,1", "--grid", "learning_rate=0.001,0.003"]
+# Half of GRID: its two members' workdirs have the same names as two of GRID's (the unrolled
+# layout computes each member as its run alone does, whatever the other members).
+HALF = ["--seeds", "0,1", "--grid", "learning_rate=0.001"]
 
 
 def relative_difference(a, b) -> float:
@@ -194,7 +197,7 @@ def test_a_killed_population_resumes_bit_for_bit(tmp_path, tiny_idx, tiny_tfds, 
     """kill -9 twice (after its first checkpoints, then after more), the same command resumes;
     the members end equal to the uninterrupted population's, bit for bit."""
     reference, _ = together
-    args = [*GRID, "--together", *runner_args(tiny_idx, tiny_tfds)]
+    args = [*HALF, "--together", *runner_args(tiny_idx, tiny_tfds)]
     w = tmp_path / "sweep"
     for step in (10, 30):
         proc = _population(w, args)
@@ -206,7 +209,9 @@ def test_a_killed_population_resumes_bit_for_bit(tmp_path, tiny_idx, tiny_tfds, 
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     run_module("fashion_jax.sweep", "--workdir", w, *args, check=True)
-    for name in (p.name for p in reference.iterdir() if p.is_dir()):
+    names = [p.name for p in w.iterdir() if p.is_dir()]
+    assert sorted(names) == ["learning_rate=0.001-seed_0", "learning_rate=0.001-seed_1"]
+    for name in names:
         _, a = load_trained(reference / name)
         _, b = load_trained(w / name)
         for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
@@ -234,14 +239,16 @@ def test_a_population_over_two_processes_matches_one_process(
             process_id=pid,
         )
         env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-        procs.append(_population(w, [*GRID, "--together", *cluster], env=env))
+        procs.append(_population(w, [*HALF, "--together", *cluster], env=env))
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert "over 4 device(s) (cpu), 2 process(es)" in outs[0][0]
     one = json.loads((reference / "sweep.json").read_text())["seeds"]
     two = json.loads((w / "sweep.json").read_text())["seeds"]
-    for a, b in zip(one, two):
+    assert [(r["learning_rate"], r["seed"]) for r in two] == [("0.001", 0), ("0.001", 1)]
+    for a, b in zip(one, two):  # GRID's first two rows are these members.
+        assert (a["learning_rate"], a["seed"]) == (b["learning_rate"], b["seed"])
         assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.005, (a, b)
-    for name in (p.name for p in reference.iterdir() if p.is_dir()):
+    for name in (p.name for p in w.iterdir() if p.is_dir()):
         assert len(_evals(w / name)) == 2  # Written once.
