@@ -184,7 +184,7 @@ def test_the_workdir_lock_refuses_a_second_trainer_and_dies_with_its_holder(tmp_
 
 
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tiny_idx, tiny_tfds):
-    for model in ("seed_cnn", "resnet_small"):
+    for model in ("seed_cnn", "convnet_s"):  # Without and with batch norm.
         config = tiny_config(tiny_idx, tiny_tfds, model=model, compute_dtype="bfloat16")
         state = steps.create_train_state(jax.random.key(0), config)
         for tree in (state.params, state.opt_state, state.batch_stats):
