@@ -1,5 +1,7 @@
 """The stronger-recipe options: augmentation, batch norm, EMA, schedules, label smoothing, TTA."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -85,7 +87,7 @@ def test_resnet_small_is_under_a_million_parameters_and_has_batch_norm_state():
 
 
 def test_batch_norm_statistics_update_in_training_and_not_in_evaluation():
-    state = create_train_state(jax.random.key(0), config(model="resnet_small"))
+    state = create_train_state(jax.random.key(0), config(model="convnet_s"))
     batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
     before = jax.tree.map(np.asarray, state.batch_stats)
     new_state, _ = jax.jit(train_step)(state, batch)
@@ -93,8 +95,9 @@ def test_batch_norm_statistics_update_in_training_and_not_in_evaluation():
     assert all(jax.tree.leaves(changed))
     # Evaluation normalizes with the running averages: an example's result does not depend on
     # the rest of its batch (with batch statistics it would).
-    alone = eval_step(new_state, {k: v[:4] for k, v in batch.items()})
-    among = eval_step(new_state, {**batch, "mask": jnp.arange(8) < 4})
+    evaluate = jax.jit(eval_step)
+    alone = evaluate(new_state, {k: v[:4] for k, v in batch.items()})
+    among = evaluate(new_state, {**batch, "mask": jnp.arange(8) < 4})
     np.testing.assert_allclose(float(alone["loss_sum"]), float(among["loss_sum"]), rtol=1e-5)
     trained = jax.jit(train_step)(new_state, {k: v[:4] for k, v in batch.items()})[1]["loss"]
     assert np.isfinite(float(trained))
@@ -105,8 +108,9 @@ def test_ema_follows_its_warmed_up_formula_for_params_and_batch_norm_statistics(
     state = create_train_state(jax.random.key(0), config(model="convnet_s", ema_decay=d))
     batch = {"image": (images(8) * 255).astype(jnp.uint8), "label": jnp.arange(8) % 10}
     ema0 = jax.tree.map(np.asarray, state.ema)
-    s1, _ = train_step(state, batch)
-    s2, _ = train_step(s1, batch)
+    step = jax.jit(train_step)
+    s1, _ = step(state, batch)
+    s2, _ = step(s1, batch)
     decay = lambda t: min(d, (1 + t) / (10 + t))  # t: updates so far, after this one.
     live = lambda s: {"params": s.params, "batch_stats": s.batch_stats}
     expected1 = jax.tree.map(lambda e, p: decay(1) * e + (1 - decay(1)) * p, ema0, live(s1))
@@ -261,8 +265,9 @@ def test_augmented_training_step_needs_and_uses_the_key():
             {"augment_crop_padding": 2, "augment_flip": True, "augment_erasing": 0.5}
         )
     )
-    a, _ = train_step(state, batch, jax.random.key(1), **opts)
-    b, _ = train_step(state, batch, jax.random.key(1), **opts)
-    c, _ = train_step(state, batch, jax.random.key(2), **opts)
+    step = jax.jit(functools.partial(train_step, **opts))
+    a, _ = step(state, batch, jax.random.key(1))
+    b, _ = step(state, batch, jax.random.key(1))
+    c, _ = step(state, batch, jax.random.key(2))
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
     assert not np.array_equal(a.params["Dense_1"]["kernel"], c.params["Dense_1"]["kernel"])
