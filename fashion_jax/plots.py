@@ -183,9 +183,7 @@ def _gray_with_white_background():
     """The gray colour map, drawing NaN (the mosaic's gaps) white."""
     from matplotlib import colormaps
 
-    cmap = colormaps["gray"].copy()
-    cmap.set_bad("white")
-    return cmap
+    return colormaps["gray"].with_extremes(bad="white")
 
 
 def plot_comparison(rows: list[dict[str, Any]], path: str | Path) -> Path:

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, last_step, run_module, runner_args, start
+from conftest import assert_clean_error, last_step, run_here, runner_args, start
 
 pytestmark = pytest.mark.slow
 EPOCHS, STEPS_PER_EPOCH = 6, 20  # 640 tiny examples / batch 32.
@@ -26,7 +26,7 @@ def run_args(tiny_idx, tiny_tfds):
 def reference(tmp_path_factory, run_args):
     """An uninterrupted run: the workdir every interrupted run must end up equal to."""
     workdir = tmp_path_factory.mktemp("reference") / "w"
-    run_module("fashion_jax.run", "--workdir", workdir, *run_args, check=True)
+    run_here("fashion_jax.run", "--workdir", workdir, *run_args, check=True)
     return workdir
 
 
@@ -94,10 +94,8 @@ def test_sigkill_at_several_points_then_resume_is_bitwise_identical(tmp_path, ru
     assert list(killed) == list(kill_points), killed
     assert all(step < EPOCHS * STEPS_PER_EPOCH for step, _ in killed.values()), killed
     assert any("tmp" in d for d in killed["while a checkpoint is being written"][1]), killed
-    proc = start(workdir, run_args)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "Resuming from the checkpoint" in out
+    proc = run_here("fashion_jax.run", "--workdir", workdir, *run_args, check=True)
+    assert "Resuming from the checkpoint" in proc.stdout
     assert_same_run(workdir, reference)
 
 
@@ -121,7 +119,7 @@ def test_sigterm_saves_exits_and_resumes_identically(tmp_path, run_args, referen
     saved = int(err.split("saved the checkpoint at step ")[1].split()[0])
     assert str(saved) in checkpoint_dirs(workdir) and saved < EPOCHS * STEPS_PER_EPOCH
     assert last_step(workdir) <= saved
-    run_module("fashion_jax.run", "--workdir", workdir, *run_args, check=True)
+    run_here("fashion_jax.run", "--workdir", workdir, *run_args, check=True)
     assert_same_run(workdir, reference)
 
 
@@ -165,7 +163,7 @@ def test_corrupt_latest_checkpoint_is_set_aside_and_training_resumes(
     latest = str(EPOCHS * STEPS_PER_EPOCH)
     assert checkpoint_dirs(workdir) == sorted(["100", "110", latest])
     DAMAGES[damage](workdir / "checkpoints" / latest)
-    proc = run_module("fashion_jax.run", "--workdir", workdir, *run_args, check=True)
+    proc = run_here("fashion_jax.run", "--workdir", workdir, *run_args, check=True)
     assert f"checkpoint at step {latest} is unreadable" in proc.stdout
     # Reported in one line. Orbax's leftover background errors are kept quiet, but whether they
     # print at all depends on thread timing, so stderr is not asserted to be empty.
@@ -180,13 +178,13 @@ def test_checkpoint_of_another_model_is_refused_and_restart_moves_it_aside(
 ):
     workdir = tmp_path / "w"
     shutil.copytree(reference, workdir)
-    proc = run_module(
+    proc = run_here(
         "fashion_jax.run", "--workdir", workdir, *run_args, "--config.model=resnet_small"
     )
     assert_clean_error(proc, "cannot be resumed", "--restart")
     assert checkpoint_dirs(workdir) == checkpoint_dirs(reference)  # Nothing touched.
     # --restart moves the old outputs aside (nothing is deleted) and starts afresh.
-    proc = run_module(
+    proc = run_here(
         "fashion_jax.run",
         "--workdir",
         workdir,
@@ -206,7 +204,7 @@ def test_checkpoint_of_another_model_is_refused_and_restart_moves_it_aside(
 
 def test_non_finite_loss_stops_the_run_and_keeps_only_finite_checkpoints(tmp_path, run_args):
     workdir = tmp_path / "w"
-    proc = run_module(
+    proc = run_here(
         "fashion_jax.run",
         "--workdir",
         workdir,
