@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_module, runner_args, start
+from conftest import assert_clean_error, run_here, run_module, runner_args, start
 
 
 def test_a_workdir_without_config_py_says_it_trains_the_defaults(tmp_path, capsys):
@@ -243,7 +243,7 @@ def test_a_workdir_renamed_mid_run_stops_with_one_line_and_resumes(tmp_path, tin
     assert "was deleted, moved or renamed" in err
     assert not w.exists() or not (w / "checkpoints").exists()  # Nothing split off.
     moved.rename(w)
-    done = run_module("fashion_jax.run", "--workdir", w, *args, check=True)
+    done = run_here("fashion_jax.run", "--workdir", w, *args, check=True)
     assert "Resuming from the checkpoint" in done.stdout
     assert json.loads((w / "summary.json").read_text())["steps"] == 120
 
@@ -272,10 +272,10 @@ def test_a_real_full_disk_is_one_line_and_the_run_resumes_exactly(tmp_path, tiny
         complete = [p.name for p in (disk / "w" / "checkpoints").iterdir() if p.name.isdigit()]
         assert complete == ["10"], complete
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        resumed = run_module("fashion_jax.run", "--workdir", disk / "w", *tiny_args, check=True)
+        resumed = run_here("fashion_jax.run", "--workdir", disk / "w", *tiny_args, check=True)
         assert "Resuming from the checkpoint at step 10" in resumed.stdout
         got = _evals(disk / "w")
-    run_module("fashion_jax.run", "--workdir", tmp_path / "ref", *tiny_args, check=True)
+    run_here("fashion_jax.run", "--workdir", tmp_path / "ref", *tiny_args, check=True)
     assert got == _evals(tmp_path / "ref") and len(got) == 2
 
 
@@ -365,7 +365,7 @@ def test_a_run_interrupted_at_any_moment_resumes_by_rerunning_it(tmp_path, tiny_
         if k < len(moments) - 1 and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # So the next attempt's window is its own (the last one's is kept).
     assert len(landed) >= 2, landed
-    done = run_module("fashion_jax.run", "--workdir", w, *args, check=True)
+    done = run_here("fashion_jax.run", "--workdir", w, *args, check=True)
     assert _evals(w) == _evals(trained) and len(_evals(w)) == 1, done.stdout  # Same config.
 
 
