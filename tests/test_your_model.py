@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, last_step, run_module, runner_args, start
+from conftest import ROOT, last_step, run_here, run_module, runner_args, start
 from fashion_jax import config as config_lib
 from fashion_jax import nnx_models, steps
 from fashion_jax.errors import DataError
@@ -211,7 +211,7 @@ def test_own_model_trains_then_predict_and_report_work_in_new_processes(
     tmp_path, args, name, model_kwargs
 ):
     workdir, extra = _experiment(tmp_path, name, **model_kwargs)
-    run_module("fashion_jax.run", "--workdir", workdir, *args, *extra, check=True)
+    run_here("fashion_jax.run", "--workdir", workdir, *args, *extra, check=True)
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["model"] == "net:CNN" and saved["model_kwargs"] == model_kwargs
     assert saved["model_dir"] == str(workdir.absolute())
@@ -245,7 +245,7 @@ def test_killed_nnx_run_resumes_bit_for_bit(tmp_path, args):
     reference, _ = _experiment(tmp_path / "ref", "nnx_cnn", widths=[8, 16], dropout=0.3)
     _, extra = _experiment(tmp_path / "kill", "nnx_cnn", widths=[8, 16], dropout=0.3)
     killed = tmp_path / "kill" / "nnx_cnn"
-    run_module("fashion_jax.run", "--workdir", reference, *run_args, *extra, check=True)
+    run_here("fashion_jax.run", "--workdir", reference, *run_args, *extra, check=True)
     proc = start(killed, [*run_args, *extra])
     deadline = time.time() + 300
     while last_step(killed) < 25 and proc.poll() is None and time.time() < deadline:
@@ -285,7 +285,7 @@ def test_nnx_model_trains_data_parallel_over_two_devices(tmp_path, args):
     assert summary["devices"] == 2 and summary["steps"] == 40
     assert np.isfinite(summary["test_loss"])
     # Read back on one device: the checkpoint is not tied to the mesh it was written on.
-    proc = run_module("fashion_jax.predict", "--workdir", workdir, "--index", "0", check=True)
+    proc = run_here("fashion_jax.predict", "--workdir", workdir, "--index", "0", check=True)
     assert "test image 0: predicted " in proc.stdout
 
 
@@ -302,9 +302,9 @@ def test_sweep_of_an_nnx_experiment_does_not_retrain_finished_seeds(tmp_path, ar
         *args,
         "--config.num_epochs=1",
     )
-    first = run_module(*sweep, *extra, check=True)
+    first = run_here(*sweep, *extra, check=True)
     assert "Training net:CNN" in first.stdout
-    again = run_module(*sweep, *extra, check=True)
+    again = run_here(*sweep, *extra, check=True)
     assert "Training" not in again.stdout, again.stdout  # Tuples in model_kwargs match config.json.
     rows = json.loads((workdir / "sweep.json").read_text())["seeds"]
     assert [r["seed"] for r in rows] == [0] and rows[0]["test_accuracy"] is not None
