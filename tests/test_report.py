@@ -10,7 +10,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import assert_clean_error, run_module, runner_args
+from conftest import assert_clean_error, run_here, run_module, runner_args
 
 PNGS = ("curves.png", "confusion_matrix.png", "per_class_accuracy.png", "samples.png")
 TEST_N = 200  # conftest.write_idx's default test split.
@@ -75,7 +75,7 @@ def module_args(tiny_idx, tiny_tfds):
 def trained(tmp_path_factory, module_args):
     """A finished 2-epoch run on the tiny dataset (the runner writes the report at its end)."""
     workdir = tmp_path_factory.mktemp("report") / "finished"
-    run_module("fashion_jax.run", "--workdir", workdir, *module_args, check=True)
+    run_here("fashion_jax.run", "--workdir", workdir, *module_args, check=True)
     return workdir
 
 
@@ -180,7 +180,7 @@ def test_cli_regenerates_the_report_after_a_crash(crashed):
 @pytest.mark.slow
 def test_compare_two_workdirs(trained, crashed, tmp_path):
     output = tmp_path / "both.png"
-    proc = run_module(
+    proc = run_here(
         "fashion_jax.report", "--compare", trained, crashed, "--output", output, check=True
     )
     assert png_size(output)[0] >= 400 and output.stat().st_size > 10_000
@@ -218,7 +218,7 @@ def test_report_errors_exit_cleanly(tmp_path, capsys):
     from fashion_jax import report
 
     assert_clean_error(
-        run_module("fashion_jax.report", "--workdir", tmp_path / "nope"), "does not exist"
+        run_here("fashion_jax.report", "--workdir", tmp_path / "nope"), "does not exist"
     )
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -296,7 +296,7 @@ def test_predict_refuses_a_file_that_is_not_an_image(trained, tmp_path):
     fake = tmp_path / "x.png"
     fake.write_text("this is text, not a picture\n")
     assert_clean_error(
-        run_module("fashion_jax.predict", "--workdir", trained, fake),
+        run_here("fashion_jax.predict", "--workdir", trained, fake),
         "x.png is not an image",
         "PNG or JPEG",
     )
