@@ -193,7 +193,7 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tiny_idx, tiny_tf
                 jnp.dtype("int32"),
             }
         x = jnp.zeros((4, 28, 28, 1), jnp.uint8)
-        logits = steps.predict_logits(state, x)
+        logits = jax.jit(steps.predict_logits)(state, x)
         assert logits.shape == (4, 10) and logits.dtype == jnp.float32
         jaxpr = str(jax.make_jaxpr(steps.predict_logits)(state, x))
         dots = [
