@@ -26,8 +26,8 @@ def test_seed_cnn_has_the_keras_parameter_count_and_shapes():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_maps_images_to_logits(name):
     model = get_model(name)
-    variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    logits = model.apply(variables, jnp.zeros((3, 28, 28, 1)))
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    logits = jax.jit(model.apply)(variables, jnp.zeros((3, 28, 28, 1)))
     assert logits.shape == (3, 10) and logits.dtype == jnp.float32
     assert sum(x.size for x in jax.tree.leaves(variables["params"])) < 1_000_000
 
@@ -58,11 +58,12 @@ def test_train_steps_lower_the_loss_on_a_fixed_batch():
 def test_eval_step_counts_only_unmasked_examples():
     state = create_train_state(jax.random.key(0), get_config())
     batch = fixed_batch(50)
-    full = eval_step(state, batch)
+    evaluate = jax.jit(eval_step)
+    full = evaluate(state, batch)
     assert int(full["count"]) == 50
     mask = jnp.arange(50) < 37
-    masked = eval_step(state, {**batch, "mask": mask})
-    head = eval_step(state, {k: v[:37] for k, v in batch.items()})
+    masked = evaluate(state, {**batch, "mask": mask})
+    head = evaluate(state, {k: v[:37] for k, v in batch.items()})
     assert int(masked["count"]) == 37
     assert int(masked["correct"]) == int(head["correct"])
     np.testing.assert_allclose(float(masked["loss_sum"]), float(head["loss_sum"]), rtol=1e-5)
@@ -71,6 +72,7 @@ def test_eval_step_counts_only_unmasked_examples():
 def test_float_and_uint8_images_give_the_same_logits():
     state = create_train_state(jax.random.key(0), get_config())
     batch = fixed_batch(8)
-    a = eval_step(state, batch)
-    b = eval_step(state, {**batch, "image": batch["image"].astype(jnp.float32) / 255.0})
+    evaluate = jax.jit(eval_step)
+    a = evaluate(state, batch)
+    b = evaluate(state, {**batch, "image": batch["image"].astype(jnp.float32) / 255.0})
     np.testing.assert_allclose(float(a["loss_sum"]), float(b["loss_sum"]), rtol=1e-6)
