@@ -31,6 +31,18 @@ def random_flip(images: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
     return jnp.where(flip, images[:, :, ::-1, :], images)
 
 
+def alternating_flip(
+    images: jnp.ndarray, ids: jnp.ndarray, epoch: jnp.ndarray, key: jax.Array
+) -> jnp.ndarray:
+    """Mirrors example `ids[i]` in every other epoch: in epoch 0 a random half of the examples
+    (a coin per example id from `key`), in epoch 1 the other half, and so on (airbench's
+    derandomized flip: each image is seen both ways in any two consecutive epochs).
+    images [B, H, W, C] (any dtype), ids int[B], epoch int scalar."""
+    coin = jax.vmap(lambda i: jax.random.bernoulli(jax.random.fold_in(key, i)))(ids)
+    flip = coin ^ (epoch % 2 == 1)
+    return jnp.where(flip[:, None, None, None], images[:, :, ::-1, :], images)
+
+
 def random_erasing(
     images: jnp.ndarray,
     key: jax.Array,
@@ -83,8 +95,15 @@ Augmentation = Callable[[jnp.ndarray, jax.Array], jnp.ndarray]
 
 
 def from_config(config) -> tuple[Augmentation, ...]:
-    """The augmentations `config` turns on, in registry order: functions (images, key) -> images."""
-    return tuple(make(config[key]) for key, (on, make) in AUGMENTATIONS.items() if on(config[key]))
+    """The augmentations `config` turns on, in registry order: functions (images, key) -> images.
+    An alternating flip (`augment_flip_alternating`) is not among them: it depends on the
+    example and the epoch, so the train loop applies it (`alternating_flip`)."""
+    alternating = bool(config.get("augment_flip_alternating", False))
+    return tuple(
+        make(config[key])
+        for key, (on, make) in AUGMENTATIONS.items()
+        if on(config[key]) and not (key == "augment_flip" and alternating)
+    )
 
 
 def apply(

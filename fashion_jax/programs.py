@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fashion_jax import sharding, steps
+from fashion_jax import augment, sharding, steps
 
 DEFAULT_STEPS_PER_CALL = {"cpu": 1}  # Other platforms (gpu, tpu): ACCELERATOR_STEPS_PER_CALL.
 ACCELERATOR_STEPS_PER_CALL = 100
@@ -26,18 +26,31 @@ def steps_per_call(config, platform: str) -> int:
     return config.steps_per_call or DEFAULT_STEPS_PER_CALL.get(platform, ACCELERATOR_STEPS_PER_CALL)
 
 
-def make_one_step(options: dict[str, Any], batch_size: int, by_batch):
+# Folded into a run's step key for the alternating flip's coins (a step folds in its step number,
+# which never reaches this value).
+_FLIP_COINS = 2**32 - 1
+
+
+def make_one_step(
+    options: dict[str, Any], batch_size: int, by_batch, alternating_flip: bool = False
+):
     """`(index, state, window, images, labels, perm, step_key) -> (state, window)`: one train step
     (`steps.train_step` with `options`) on batch `index` of the epoch's permutation `perm`,
     gathered from the device-resident `images`/`labels`, the step's key `fold_in(step_key,
     state.step)`; `window` accumulates the loss and accuracy sums and the first step whose loss is
-    not finite. Un-jitted: `make_train_chunk` compiles it for a run, `population` vmaps it."""
+    not finite. `alternating_flip`: the batch's images are mirrored by `augment.alternating_flip`
+    (epoch = step // steps per epoch). Un-jitted: `make_train_chunk` compiles it for a run,
+    `population` vmaps it."""
 
     def one_step(index, state, window, images, labels, perm, step_key):
         idx = jax.lax.with_sharding_constraint(
             jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size), by_batch
         )
         batch = {"image": images[idx], "label": labels[idx]}
+        if alternating_flip:
+            epoch = state.step // (perm.shape[0] // batch_size)
+            coins = jax.random.fold_in(step_key, _FLIP_COINS)
+            batch["image"] = augment.alternating_flip(batch["image"], idx, epoch, coins)
         new_state, m = steps.train_step(
             state, batch, jax.random.fold_in(step_key, state.step), **options
         )
@@ -69,7 +82,12 @@ def make_train_chunk(config, mesh, batch_size: int, step_key: jax.Array, k: int)
     """The compiled `(state, window, images, labels, perm, index, n) -> (state, window)`: `n` train
     steps (1 <= n <= k) of `make_one_step` from batch `index` of the epoch's permutation `perm`."""
     repl, by_batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    one_step = make_one_step(steps.train_options(config), batch_size, by_batch)
+    one_step = make_one_step(
+        steps.train_options(config),
+        batch_size,
+        by_batch,
+        alternating_flip=bool(config.get("augment_flip_alternating", False)),
+    )
     chunk = chunk_of(
         lambda index, state, window, images, labels, perm: one_step(
             index, state, window, images, labels, perm, step_key

@@ -121,6 +121,12 @@ CASES = [
         ("learning_rate = nan",),
     ),
     Case(
+        "alternating flip without flip",
+        "run",
+        "--workdir {w} {data} --config.augment_flip_alternating=true",
+        ("augment_flip_alternating = true needs augment_flip = true",),
+    ),
+    Case(
         "unknown choice",
         "run",
         "--workdir {w} {data} --config.optimizer=sgdx",

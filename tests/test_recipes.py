@@ -66,6 +66,27 @@ def test_random_flip_mirrors_about_half_of_the_images_exactly():
     assert 70 < mirrored.sum() < 130
 
 
+def test_alternating_flip_mirrors_each_image_once_in_any_two_consecutive_epochs():
+    x = images(200)
+    ids = jnp.arange(200)
+    key = jax.random.key(0)
+    flip = lambda imgs, i, epoch, k=key: np.asarray(
+        augment.alternating_flip(imgs, i, jnp.int32(epoch), k)
+    )
+    mirrored = lambda out, imgs=x: np.all(out == imgs[:, :, ::-1], axis=(1, 2, 3))
+    same = lambda out, imgs=x: np.all(out == imgs, axis=(1, 2, 3))
+    m0, m1, m2 = (mirrored(flip(x, ids, e)) for e in (0, 1, 2))
+    assert np.all(m0 | same(flip(x, ids, 0))) and 70 < m0.sum() < 130
+    assert np.all(m0 ^ m1) and np.all(m0 == m2)  # Each image once per two epochs, then again.
+    # The coin belongs to the example, not to its place in the batch.
+    order = np.random.default_rng(0).permutation(200)
+    np.testing.assert_array_equal(flip(x[order], ids[order], 0), flip(x, ids, 0)[order])
+    assert not np.array_equal(mirrored(flip(x, ids, 0, jax.random.key(1))), m0)  # Other coins.
+    cfg = {"augment_crop_padding": 0, "augment_erasing": 0.0, "augment_flip": True}
+    assert augment.from_config(cfg) == (augment.random_flip,)
+    assert augment.from_config({**cfg, "augment_flip_alternating": True}) == ()  # The loop's.
+
+
 def test_random_erasing_replaces_one_rectangle_within_the_area_bounds():
     x = jnp.full(
         (100, 28, 28, 1), 2.0

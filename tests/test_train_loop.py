@@ -3,6 +3,7 @@ mixed precision."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -95,6 +96,45 @@ def test_k_steps_in_one_call_give_the_same_parameters_as_k_calls(tiny_idx, tiny_
         update = norm(jax.tree.map(np.subtract, single, init))
         assert norm(jax.tree.map(np.subtract, single, looped)) < 0.02 * update
         np.testing.assert_allclose(w1["loss"], wk["loss"], rtol=1e-4)
+
+
+def test_the_loop_flips_each_image_in_every_other_epoch_when_asked(monkeypatch):
+    """`augment_flip_alternating`: the step's batch holds each example mirrored in one of any two
+    consecutive epochs (epoch = step // steps per epoch), whatever its place in the permutation."""
+    seen = {}
+
+    def train_step(state, batch, rng, **options):  # Records the batch the loop hands over.
+        seen[int(state.step)] = (np.asarray(batch["image"]), np.asarray(batch["label"]))
+        return state.replace(step=state.step + 1), {"loss": 0.0, "accuracy": 0.0}
+
+    monkeypatch.setattr(programs.steps, "train_step", train_step)
+    n, batch = 12, 4  # 3 steps per epoch.
+    images = np.random.default_rng(0).integers(0, 255, (n, 5, 5, 1)).astype(np.uint8)
+    labels = np.arange(n)  # The label is the example's id.
+    mesh = sharding.make_mesh()
+    one = programs.make_one_step({}, batch, sharding.batch_sharded(mesh), alternating_flip=True)
+    state = _StepOnly(jnp.int32(0))  # All the step needs of a TrainState here.
+    window = programs.new_window(mesh)
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # Epochs, each in another order.
+        perm = jnp.asarray(rng.permutation(n))
+        for index in range(n // batch):
+            state, window = one(index, state, window, images, labels, perm, jax.random.key(0))
+    flipped = {}  # (epoch, id) -> mirrored?
+    for step, (got, ids) in seen.items():
+        for image, i in zip(got, ids):
+            assert (image == images[i]).all() or (image == images[i][:, ::-1]).all()
+            flipped[step // 3, int(i)] = bool((image != images[i]).any())
+    assert all(flipped[0, i] != flipped[1, i] and flipped[0, i] == flipped[2, i] for i in range(n))
+    assert 0 < sum(flipped[0, i] for i in range(n)) < n
+
+
+@dataclasses.dataclass(frozen=True)
+class _StepOnly:
+    step: jax.Array
+
+    def replace(self, **kwargs):
+        return dataclasses.replace(self, **kwargs)
 
 
 def _records(workdir):
