@@ -1,5 +1,6 @@
 """Real processes, real signals, real files: kill, resume, corrupt, refuse, diverge."""
 
+import gc
 import json
 import os
 import shutil
@@ -154,6 +155,10 @@ DAMAGES = {
 }
 
 
+# Orbax's read coroutines of the failed restore end when they are garbage-collected, each with
+# its read error ("Exception ignored in: <coroutine _read_array_index_and_device_put>"): collected
+# here (not in a later test), as the expected leftovers of reading a damaged checkpoint.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_corrupt_latest_checkpoint_is_set_aside_and_training_resumes(
     tmp_path, run_args, reference, damage
@@ -171,6 +176,7 @@ def test_corrupt_latest_checkpoint_is_set_aside_and_training_resumes(
     assert "Resuming from the checkpoint at step 110" in proc.stdout
     assert (workdir / "checkpoints_invalid" / latest).is_dir()  # Set aside, not deleted.
     assert_same_run(workdir, reference)
+    gc.collect()
 
 
 def test_checkpoint_of_another_model_is_refused_and_restart_moves_it_aside(
