@@ -56,9 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     # On-device augmentation of training batches.
     c.augment_crop_padding = 0  # Random crop after zero-padding this many pixels (0: off).
     c.augment_flip = False  # Random horizontal flip.
-    # With augment_flip: each image mirrored in every other epoch (a random half in the first)
-    # instead of at random each time: airbench's derandomized flip.
-    c.augment_flip_alternating = False
+    c.augment_flip_alternating = False  # With augment_flip: each image every other epoch.
     c.augment_erasing = 0.0  # Probability of random erasing (0: off).
     c.tta_flip = False  # Evaluate on each image and its mirror image, averaged.
     c.tta_shift = 0  # Also on each view moved by this many pixels up, down, left, right (0: off).
