@@ -176,12 +176,7 @@ def _member_step(base, total_steps: int, by_batch, base_tx):
     def member_step(index, state, window, images, labels, perm, step_key, member_values):
         member = _Overlay(base, member_values)
         state = state.replace(tx=optimizers.make_optimizer(member, total_steps))
-        one = programs.make_one_step(
-            steps.train_options(member),
-            base.batch_size,
-            by_batch,
-            alternating_flip=bool(base.get("augment_flip_alternating", False)),
-        )
+        one = programs.make_one_step(member, base.batch_size, by_batch)
         state, window = one(index, state, window, images, labels, perm, step_key)
         return state.replace(tx=base_tx), window
 

@@ -31,16 +31,16 @@ def steps_per_call(config, platform: str) -> int:
 _FLIP_COINS = 2**32 - 1
 
 
-def make_one_step(
-    options: dict[str, Any], batch_size: int, by_batch, alternating_flip: bool = False
-):
+def make_one_step(config, batch_size: int, by_batch):
     """`(index, state, window, images, labels, perm, step_key) -> (state, window)`: one train step
-    (`steps.train_step` with `options`) on batch `index` of the epoch's permutation `perm`,
-    gathered from the device-resident `images`/`labels`, the step's key `fold_in(step_key,
-    state.step)`; `window` accumulates the loss and accuracy sums and the first step whose loss is
-    not finite. `alternating_flip`: the batch's images are mirrored by `augment.alternating_flip`
-    (epoch = step // steps per epoch). Un-jitted: `make_train_chunk` compiles it for a run,
-    `population` vmaps it."""
+    (`steps.train_step` with the config's `steps.train_options`) on batch `index` of the epoch's
+    permutation `perm`, gathered from the device-resident `images`/`labels`, the step's key
+    `fold_in(step_key, state.step)`; `window` accumulates the loss and accuracy sums and the first
+    step whose loss is not finite. With `augment_flip_alternating`, the batch's images are mirrored
+    by `augment.alternating_flip` (epoch = step // steps per epoch). Un-jitted: `make_train_chunk`
+    compiles it for a run, `population` vmaps it (`config` may then be a member's overlay)."""
+    options = steps.train_options(config)
+    alternating_flip = bool(config.get("augment_flip_alternating", False))
 
     def one_step(index, state, window, images, labels, perm, step_key):
         idx = jax.lax.with_sharding_constraint(
@@ -82,12 +82,7 @@ def make_train_chunk(config, mesh, batch_size: int, step_key: jax.Array, k: int)
     """The compiled `(state, window, images, labels, perm, index, n) -> (state, window)`: `n` train
     steps (1 <= n <= k) of `make_one_step` from batch `index` of the epoch's permutation `perm`."""
     repl, by_batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    one_step = make_one_step(
-        steps.train_options(config),
-        batch_size,
-        by_batch,
-        alternating_flip=bool(config.get("augment_flip_alternating", False)),
-    )
+    one_step = make_one_step(config, batch_size, by_batch)
     chunk = chunk_of(
         lambda index, state, window, images, labels, perm: one_step(
             index, state, window, images, labels, perm, step_key

@@ -112,7 +112,9 @@ def test_the_loop_flips_each_image_in_every_other_epoch_when_asked(monkeypatch):
     images = np.random.default_rng(0).integers(0, 255, (n, 5, 5, 1)).astype(np.uint8)
     labels = np.arange(n)  # The label is the example's id.
     mesh = sharding.make_mesh()
-    one = programs.make_one_step({}, batch, sharding.batch_sharded(mesh), alternating_flip=True)
+    config = config_lib.get_config()
+    config.augment_flip, config.augment_flip_alternating = True, True
+    one = programs.make_one_step(config, batch, sharding.batch_sharded(mesh))
     state = _StepOnly(jnp.int32(0))  # All the step needs of a TrainState here.
     window = programs.new_window(mesh)
     rng = np.random.default_rng(1)
