@@ -69,15 +69,21 @@ def run(workdir, args, *extra) -> int:
     return run_lib.main(["--workdir", str(workdir), *args, *extra])
 
 
-def refused(capsys, workdir, status, *fragments):
-    """Exit 2, one `error:` line holding `fragments`, no traceback."""
-    err = capsys.readouterr().err
+def refused(capsys, workdir, command, *fragments):
+    """`command()` (a command's `main`) exits 2 with one `error:` line holding `fragments`, no
+    traceback, and `workdir` unchanged on disk."""
+    before = fingerprint(workdir)
+    capsys.readouterr()
+    status = command()
+    out, err = capsys.readouterr()
     assert status == 2, err
+    assert "Resuming" not in out, out
     # (tfds' progress bars may come first, when a dataset is prepared.)
     assert err.startswith("error: ") or "\nerror: " in err or "\rerror: " in err, err
     assert err.count("error:") == 1 and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
+    assert fingerprint(workdir) == before, err
     return err
 
 
@@ -89,6 +95,23 @@ def trained(tmp_path, args):
     assert run(folder, args) == 0
     forget_user_modules()
     return folder
+
+
+def refuses(workdirs, call, *fragments):
+    """`call()` raises a one-line `CheckpointError` holding `fragments`; `workdirs` (a folder or a
+    list of them) unchanged on disk."""
+    from fashion_jax.errors import CheckpointError
+
+    workdirs = workdirs if isinstance(workdirs, list) else [workdirs]
+    before = [fingerprint(w) for w in workdirs]
+    with pytest.raises(CheckpointError) as e:
+        call()
+    message = str(e.value)
+    assert "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert [fingerprint(w) for w in workdirs] == before, message
+    return message
 
 
 def edit(path, old, new):
@@ -113,17 +136,14 @@ def test_an_edited_model_file_is_refused_and_continued_only_on_purpose(trained, 
     from fashion_jax import predict
 
     edit(trained / "net.py", "nn.relu(", "nn.tanh(")  # Same parameters, other code.
-    before = fingerprint(trained)
-    err = refused(
+    refused(
         capsys,
         trained,
-        run(trained, args, "--config.num_epochs=2"),
+        lambda: run(trained, args, "--config.num_epochs=2"),
         f"{trained / 'net.py'} changed",
         "--restart",
         "--config.continue_with_changed_code=true",
     )
-    assert "Resuming" not in capsys.readouterr().out
-    assert fingerprint(trained) == before, err
     # The readers say so, once, and still classify with the code as it is.
     assert predict.main(["--workdir", str(trained), "--index", "0"]) == 0
     err = capsys.readouterr().err
@@ -154,10 +174,7 @@ def test_a_sweep_over_an_edited_model_refuses_instead_of_reporting_the_old_run(
     command = ["--workdir", str(folder), "--seeds", "0", *args]
     assert sweep.main(command) == 0
     edit(folder / "net.py", "nn.relu(", "nn.tanh(")
-    capsys.readouterr()
-    before = fingerprint(folder)
-    refused(capsys, folder, sweep.main(command), "net.py changed", "--restart")
-    assert fingerprint(folder) == before
+    refused(capsys, folder, lambda: sweep.main(command), "net.py changed", "--restart")
 
 
 def test_an_edited_file_that_the_model_imports_is_refused(tmp_path, args, capsys, monkeypatch):
@@ -172,43 +189,39 @@ def test_an_edited_file_that_the_model_imports_is_refused(tmp_path, args, capsys
         record = json.loads((folder / "model.json").read_text())
         assert sorted(record["code"]["files"]) == ["net.py", "trust_act.py"]
         edit(folder / "trust_act.py", "nn.relu", "nn.tanh")
-        before = fingerprint(folder)
         refused(
             capsys,
             folder,
-            run(folder, args, "--config.num_epochs=2"),
+            lambda: run(folder, args, "--config.num_epochs=2"),
             f"{folder / 'trust_act.py'} changed",
             "--restart",
         )
-        assert fingerprint(folder) == before
     finally:
         sys.modules.pop("trust_act", None)
 
 
 def test_model_kwargs_defaults_changed_in_code_are_refused(trained, args, capsys):
     edit(trained / "net.py", "hidden: int = 16", "hidden: int = 32")
-    before = fingerprint(trained)
-    refused(capsys, trained, run(trained, args, "--config.num_epochs=2"), "net.py changed")
-    assert fingerprint(trained) == before
+    refused(capsys, trained, lambda: run(trained, args, "--config.num_epochs=2"), "net.py changed")
     # Continued on purpose, the parameters no longer fit the checkpoint: refused all the same.
     refused(
         capsys,
         trained,
-        run(trained, args, "--config.num_epochs=2", "--config.continue_with_changed_code=true"),
+        lambda: run(
+            trained, args, "--config.num_epochs=2", "--config.continue_with_changed_code=true"
+        ),
         "params/Dense_0/kernel float32[784, 16] -> float32[784, 32]",
         "--restart",
     )
-    assert fingerprint(trained) == before
 
 
 def test_a_renamed_model_class_is_refused(trained, args, capsys):
     edit(trained / "net.py", "class Net(", "class Network(")
-    before = fingerprint(trained)
     # The config still names Net: it no longer exists.
-    refused(capsys, trained, run(trained, args), "defines no 'Net'")
+    refused(capsys, trained, lambda: run(trained, args), "defines no 'Net'")
     # The config names the new class: another model than the run's.
-    refused(capsys, trained, run(trained, args, "--config.model=net:Network"), "net:Network")
-    assert fingerprint(trained) == before
+    rename = lambda: run(trained, args, "--config.model=net:Network")
+    refused(capsys, trained, rename, "net:Network")
 
 
 def test_another_fashion_jax_version_is_refused_for_a_built_in_model(
@@ -218,15 +231,13 @@ def test_another_fashion_jax_version_is_refused_for_a_built_in_model(
 
     installed = fingerprints.version("fashion_jax")
     monkeypatch.setattr(fingerprints, "version", lambda name: "9.9.9")
-    before = fingerprint(builtin)
     refused(
         capsys,
         builtin,
-        run(builtin, args, "--config.num_epochs=2"),
+        lambda: run(builtin, args, "--config.num_epochs=2"),
         f"fashion_jax {installed}, now fashion_jax 9.9.9",
         "continue_with_changed_code",
     )
-    assert fingerprint(builtin) == before
     assert predict.main(["--workdir", str(builtin), "--index", "0"]) == 0
     assert capsys.readouterr().err.count("warning: the model's code changed") == 1
 
@@ -319,20 +330,21 @@ def memory_run(tmp_path):
     ids=["another class count", "other arrays of the same shapes", "another split"],
 )
 def test_a_resume_on_other_in_memory_data_is_refused(memory_run, tmp_path, other, fragment):
-    from fashion_jax.errors import CheckpointError
     from fashion_jax.train import train_and_evaluate
 
     record = json.loads((memory_run / "dataset.json").read_text())
     assert (
         record["num_classes"] == 5 and record["splits"]["train"]["images"] == "uint8[64, 8, 8, 1]"
     )
-    before = fingerprint(memory_run)
     config = memory_config(tmp_path / "exp", num_epochs=2)
-    with pytest.raises(CheckpointError, match="was trained on other data") as e:
-        train_and_evaluate(config, memory_run, data=other, report=False)
-    assert fragment in str(e.value) and "--restart" in str(e.value)
-    assert "\n" not in str(e.value)
-    assert fingerprint(memory_run) == before  # No checkpoint set aside, no record overwritten.
+    # No checkpoint set aside, no record overwritten.
+    refuses(
+        memory_run,
+        lambda: train_and_evaluate(config, memory_run, data=other, report=False),
+        "was trained on other data",
+        fragment,
+        "--restart",
+    )
     # The same data resumes.
     summary = train_and_evaluate(config, memory_run, data=memory_data(), report=False)
     assert summary["steps"] == 8
@@ -341,7 +353,6 @@ def test_a_resume_on_other_in_memory_data_is_refused(memory_run, tmp_path, other
 def test_a_dataset_json_older_than_the_fingerprint_still_guards_the_class_count(
     memory_run, tmp_path
 ):
-    from fashion_jax.errors import CheckpointError
     from fashion_jax.train import train_and_evaluate
 
     path = memory_run / "dataset.json"
@@ -349,11 +360,13 @@ def test_a_dataset_json_older_than_the_fingerprint_still_guards_the_class_count(
     path.write_text(
         json.dumps({k: record[k] for k in ("image_shape", "num_classes", "class_names")})
     )
-    before = fingerprint(memory_run)
     config = memory_config(tmp_path / "exp", num_epochs=2)
-    with pytest.raises(CheckpointError, match="classes 5 -> 3"):
-        train_and_evaluate(config, memory_run, data=memory_data(classes=3), report=False)
-    assert fingerprint(memory_run) == before
+    other = memory_data(classes=3)
+    refuses(
+        memory_run,
+        lambda: train_and_evaluate(config, memory_run, data=other, report=False),
+        "classes 5 -> 3",
+    )
     # Same data: resumes, and records the fingerprint from then on.
     train_and_evaluate(config, memory_run, data=memory_data(), report=False)
     assert "splits" in json.loads(path.read_text())
@@ -363,17 +376,15 @@ def test_a_resume_on_another_prepared_dataset_is_refused(builtin, args, tmp_path
     """data_dir and idx_dir may change on resume (where the data lives), not the data itself."""
     from conftest import write_idx
 
-    before = fingerprint(builtin)
     other = write_idx(tmp_path / "idx2", seed=1)
-    status = run(
+    elsewhere = [f"--config.data_dir={tmp_path / 'tfds2'}", f"--config.idx_dir={other}"]
+    refused(
+        capsys,
         builtin,
-        args,
-        "--config.num_epochs=2",
-        f"--config.data_dir={tmp_path / 'tfds2'}",
-        f"--config.idx_dir={other}",
+        lambda: run(builtin, args, "--config.num_epochs=2", *elsewhere),
+        "was trained on other data",
+        "train split holds other values",
     )
-    refused(capsys, builtin, status, "was trained on other data", "train split holds other values")
-    assert fingerprint(builtin) == before
 
 
 # ----------------------------------------------------------------------------- incompatible is not damaged
@@ -386,30 +397,28 @@ def strip_records(workdir):
 
 
 def test_a_checkpoint_of_other_shapes_is_refused_not_set_aside(memory_run, tmp_path):
-    from fashion_jax.errors import CheckpointError
     from fashion_jax.train import train_and_evaluate
 
     strip_records(memory_run)  # Nothing recorded: the checkpoint's own metadata tells.
-    before = fingerprint(memory_run)
     config = memory_config(tmp_path / "exp", num_epochs=2)
-    with pytest.raises(CheckpointError, match="holds other arrays than this run's state") as e:
-        train_and_evaluate(config, memory_run, data=memory_data(classes=3), report=False)
-    assert "float32[16, 5] -> float32[16, 3]" in str(e.value) and "--restart" in str(e.value)
-    assert fingerprint(memory_run) == before
+    other = memory_data(classes=3)
+    refuses(
+        memory_run,
+        lambda: train_and_evaluate(config, memory_run, data=other, report=False),
+        "holds other arrays than this run's state",
+        "float32[16, 5] -> float32[16, 3]",
+        "--restart",
+    )
     assert not (memory_run / "checkpoints_invalid").exists()
 
 
 def test_a_reader_refuses_a_checkpoint_its_records_do_not_describe(memory_run, capsys):
-    from fashion_jax.errors import CheckpointError
     from fashion_jax.trained import load_trained
 
     path = memory_run / "dataset.json"
     path.write_text(path.read_text().replace('"num_classes": 5', '"num_classes": 3'))
-    before = fingerprint(memory_run)
-    with pytest.raises(CheckpointError, match="float32\\[16, 5\\] -> float32\\[16, 3\\]"):
-        load_trained(memory_run)
+    refuses(memory_run, lambda: load_trained(memory_run), "float32[16, 5] -> float32[16, 3]")
     assert "unreadable" not in capsys.readouterr().out
-    assert fingerprint(memory_run) == before
 
 
 @pytest.mark.parametrize(
@@ -425,7 +434,6 @@ def test_a_restore_that_fails_for_want_of_memory_or_permission_sets_nothing_asid
 ):
     import orbax.checkpoint as ocp
 
-    from fashion_jax.errors import CheckpointError
     from fashion_jax.train import train_and_evaluate
 
     restore = ocp.CheckpointManager.restore
@@ -436,12 +444,13 @@ def test_a_restore_that_fails_for_want_of_memory_or_permission_sets_nothing_asid
         return restore(self, step, args=args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, "restore", failing)
-    before = fingerprint(memory_run)
     config = memory_config(tmp_path / "exp", num_epochs=2)
-    with pytest.raises(CheckpointError, match=fragment) as e:
-        train_and_evaluate(config, memory_run, data=memory_data(), report=False)
-    assert "nothing was set aside" in str(e.value)
-    assert fingerprint(memory_run) == before
+    refuses(
+        memory_run,
+        lambda: train_and_evaluate(config, memory_run, data=memory_data(), report=False),
+        fragment,
+        "nothing was set aside",
+    )
 
 
 def test_two_restarts_within_a_second_keep_both_backups(memory_run, tmp_path, monkeypatch):
@@ -558,16 +567,14 @@ def test_an_old_run_whose_model_now_has_other_shapes_is_refused_by_the_cli(train
     """No model.json to compare (a run older than it): the checkpoint's own metadata refuses."""
     (trained / "model.json").unlink()
     edit(trained / "net.py", "hidden: int = 16", "hidden: int = 24")
-    before = fingerprint(trained)
     refused(
         capsys,
         trained,
-        run(trained, args, "--config.num_epochs=2"),
+        lambda: run(trained, args, "--config.num_epochs=2"),
         "holds other arrays than this run's state",
         "float32[784, 16] -> float32[784, 24]",
         "--restart",
     )
-    assert fingerprint(trained) == before
 
 
 @pytest.fixture
@@ -582,18 +589,15 @@ def population_run(tmp_path):
     return tmp_path, workdirs
 
 
-def population_refuses(root, workdirs, data, *fragments, **values):
+def population_refuses(root, workdirs, data, *fragments):
     from fashion_jax import population
-    from fashion_jax.errors import CheckpointError
 
-    before = [fingerprint(w) for w in workdirs]
-    configs = [memory_config(root / "exp", seed=s, num_epochs=2, **values) for s in (0, 1)]
-    with pytest.raises(CheckpointError) as e:
-        population.train_population(configs, workdirs, data=data, report=False)
-    assert "\n" not in str(e.value)
-    for fragment in fragments:
-        assert fragment in str(e.value), (fragment, str(e.value))
-    assert [fingerprint(w) for w in workdirs] == before
+    configs = [memory_config(root / "exp", seed=s, num_epochs=2) for s in (0, 1)]
+    refuses(
+        workdirs,
+        lambda: population.train_population(configs, workdirs, data=data, report=False),
+        *fragments,
+    )
 
 
 def test_a_population_refuses_other_data(population_run):
