@@ -72,9 +72,12 @@ def test_every_direct_requirement_is_pinned_within_its_range():
         )
 
 
-def test_the_test_extra_has_the_notebook_and_lint_tools():
+def test_the_test_extra_has_the_notebook_lint_and_worker_tools():
     names = {canonical(Requirement(r).name) for r in PROJECT["optional-dependencies"]["test"]}
     assert {"pytest", "nbclient", "nbformat", "ipykernel", "ruff"} <= names
+    # `make test` spreads the suite over pytest-xdist's workers (-n).
+    assert " -n $(PYTEST_WORKERS)" in (ROOT / "Makefile").read_text()
+    assert "pytest-xdist" in names
 
 
 @pytest.mark.parametrize("extra", ["cuda12", "tpu"])
