@@ -55,7 +55,7 @@ def images_per_second(base, members: int, mode: str, steps: int, mesh, examples:
     from fashion_jax import config as config_lib
     from fashion_jax import population, population_loop, programs
     from fashion_jax.data import DatasetInfo, Split
-    from fashion_jax.train import LoopState
+    from fashion_jax.epochs import LoopState
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, examples).astype(np.int32)

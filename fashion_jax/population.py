@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from fashion_jax import config as config_lib
 from fashion_jax import data as data_lib
-from fashion_jax import fingerprints, optimizers, programs, sharding, steps, train
+from fashion_jax import epochs, fingerprints, optimizers, programs, sharding, steps, train
 from fashion_jax import population_loop as loop
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import ConfigError
@@ -147,7 +147,7 @@ def build(
     )
     n_train = len(splits["train"].labels)
     perm = jax.ShapeDtypeStruct((m, n_train), jnp.int32, sharding=repl)
-    window = loop.new_windows([train.LoopState()] * m, mesh)
+    window = loop.new_windows([epochs.LoopState()] * m, mesh)
     compiled = chunk.lower(
         abstract, window, alone.images, alone.labels, perm, step_keys, values, 0, 1
     ).compile()

@@ -1,17 +1,19 @@
 """A population's loop: `population.train_population` hands it the stacked state and one
-`train.Run` per member (its config, the shared programs, its own `outputs.Outputs`). It mirrors
-`train.train_epoch`/`train._train` step for step, logging, evaluating and checkpointing each
-member through its own Run, so a member's files are a lone run's."""
+`train.Run` per member (its config, the shared programs, its own `outputs.Outputs`). Its epochs are
+a lone run's `epochs.epoch_loop` with member hooks, and its loop over them mirrors
+`train._train`: each member is logged, evaluated and checkpointed through its own Run, so a
+member's files are a lone run's."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from fashion_jax import checkpoints, sharding
+from fashion_jax import checkpoints, epochs, sharding
 from fashion_jax import train as train_lib
 from fashion_jax.errors import CheckpointError, NonFiniteLossError
 from fashion_jax.preemption import StopFlag
@@ -37,14 +39,14 @@ def restore_or_init(runs, pop):
     )
     restored = [run.out.restore(one) for run in runs]
     if any(r is None for r in restored):
-        return pop.programs.init(), [train_lib.LoopState() for _ in runs]
+        return pop.programs.init(), [epochs.LoopState() for _ in runs]
     common = min(int(r[0].step) for r in restored)
     restored = [
         r if int(r[0].step) == common else run.out.restore(one, at_most=common)
         for r, run in zip(restored, runs)
     ]
     if any(r is None or int(r[0].step) != common for r in restored):
-        return pop.programs.init(), [train_lib.LoopState() for _ in runs]
+        return pop.programs.init(), [epochs.LoopState() for _ in runs]
     if common > runs[0].total_steps:
         raise CheckpointError(
             f"the population's workdirs hold runs trained for {common} steps, more than "
@@ -53,7 +55,7 @@ def restore_or_init(runs, pop):
         )
     print(f"Resuming the population of {len(runs)} from step {common}.", flush=True)
     stacked = jax.jit(stack, out_shardings=repl)([r[0] for r in restored])
-    return stacked, [train_lib.LoopState.from_meta(r[1]) for r in restored]
+    return stacked, [epochs.LoopState.from_meta(r[1]) for r in restored]
 
 
 def train(runs, pop, state, loops, stop: StopFlag):
@@ -94,50 +96,40 @@ def train(runs, pop, state, loops, stop: StopFlag):
 
 
 def train_epoch(runs, pop, state, window, loops, epoch, step, stop, stopped):
-    """`train.train_epoch` for the stacked members: logs, checkpoints and stops at the same exact
-    step boundaries, each member into its own workdir."""
-    config, spe, progs = runs[0].config, runs[0].steps_per_epoch, pop.programs
-    epoch_end = (epoch + 1) * spe
-    perm = progs.epoch_perm(epoch)
-    t_window, images_window = time.perf_counter(), 0
-    while step < epoch_end:
-        n = train_lib.chunk_length(step, epoch_end, config, progs.steps_per_call)
-        state, window = progs.train_chunk(
-            state, window, progs.images, progs.labels, perm, step - epoch * spe, n
-        )
-        if progs.sync_each_call:
-            jax.block_until_ready(window)
-        step += n
-        for loop in loops:
+    """`epochs.epoch_loop` for the stacked members: logs, checkpoints and stops at a lone run's
+    exact step boundaries, each member into its own workdir."""
+    hooks = _MemberHooks(runs, loops, stopped, pop.programs.mesh)
+    config, spe = runs[0].config, runs[0].steps_per_epoch
+    return epochs.epoch_loop(pop.programs, config, spe, state, window, epoch, step, stop, hooks)
+
+
+@dataclasses.dataclass
+class _MemberHooks:
+    """`epochs.epoch_loop`'s hooks for a population: each member's slice goes to its own Run; a
+    member whose loss became non-finite stops, the others go on."""
+
+    runs: list
+    loops: list
+    stopped: dict
+    mesh: Any
+
+    def count(self, n: int) -> None:
+        for loop in self.loops:
             loop.window_steps += n
-        images_window += n * config.batch_size
-        if step % config.log_every_steps == 0 or step == epoch_end:
-            for i, run in enumerate(runs):
-                if i not in stopped:
-                    try:
-                        run.log(member(window, i), loops[i], step, images_window, t_window, None)
-                    except NonFiniteLossError as e:
-                        _stop_member(run, i, e, stopped)
-            window = new_windows(loops, progs.mesh)
-            t_window, images_window = time.perf_counter(), 0
-        if step < epoch_end:
-            if stop.requested(sync_point=step % config.log_every_steps == 0):
-                for i, run in enumerate(runs):
-                    _save(
-                        run,
-                        i,
-                        member(state, i),
-                        member(window, i),
-                        loops[i],
-                        step,
-                        stopped,
-                        wait=True,
-                    )
-                raise stop.preempted(step)
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-                for i, run in enumerate(runs):
-                    _save(run, i, member(state, i), member(window, i), loops[i], step, stopped)
-    return state, window, step
+
+    def log(self, window, step, images, t0):
+        for i, run in enumerate(self.runs):
+            if i not in self.stopped:
+                try:
+                    run.log(member(window, i), self.loops[i], step, images, t0, None)
+                except NonFiniteLossError as e:
+                    _stop_member(run, i, e, self.stopped)
+        return new_windows(self.loops, self.mesh), False
+
+    def save(self, state, window, step, wait) -> None:
+        for i, run in enumerate(self.runs):
+            s, w = member(state, i), member(window, i)
+            _save(run, i, s, w, self.loops[i], step, self.stopped, wait=wait)
 
 
 def new_windows(loops, mesh):

@@ -1,9 +1,10 @@
 """The train loop: `train_and_evaluate(config, workdir)` trains, evaluates, checkpoints and resumes.
 
 Read it top to bottom: set up the workdir, the data, the state (restored or fresh) and the
-compiled step, then loop over epochs in chunks of steps that end exactly at log steps, checkpoint
-steps and epoch ends. Everything the loop carries besides the TrainState is a `LoopState`, saved in
-every checkpoint's meta, so a resumed run continues its metrics exactly. The epoch, the position in
+compiled step, then loop over epochs (`epochs.epoch_loop`: chunks of steps that end exactly at log
+steps, checkpoint steps and epoch ends). Everything the loop carries besides the TrainState is a
+`epochs.LoopState`, saved in every checkpoint's meta, so a resumed run continues its metrics
+exactly. The epoch, the position in
 it, the batch order (a permutation from (seed, epoch)) and the per-step keys (fold_in(key, step))
 are all derived from the step, so a resumed run sees the same batches as an uninterrupted one.
 """
@@ -27,52 +28,10 @@ from fashion_jax import data as data_lib
 from fashion_jax import metrics as metrics_lib
 from fashion_jax import report as report_lib
 from fashion_jax import workdir as workdir_lib
+from fashion_jax.epochs import LoopState, epoch_loop
 from fashion_jax.errors import CheckpointError, ConfigError, NonFiniteLossError
 from fashion_jax.outputs import Outputs
 from fashion_jax.preemption import Preempted, StopFlag
-
-
-@dataclasses.dataclass
-class LoopState:
-    """The loop's own state between steps, saved in each checkpoint's meta.
-
-    window_*: metric sums over the steps since the last log step (on the device while training;
-    these host copies are what a checkpoint holds). epoch_*: sums over the closed windows of the
-    current epoch. train_seconds: training wall time so far (evaluation excluded).
-    """
-
-    window_loss: float = 0.0
-    window_accuracy: float = 0.0
-    window_steps: int = 0
-    epoch_loss: float = 0.0
-    epoch_accuracy: float = 0.0
-    epoch_steps: int = 0
-    train_seconds: float = 0.0
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> LoopState:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in meta.get("loop", {}).items() if k in fields})
-
-    def close_window(self) -> tuple[float, float]:
-        """Adds the window to the epoch sums, empties it; returns the window's mean loss, accuracy."""
-        n = max(self.window_steps, 1)
-        means = self.window_loss / n, self.window_accuracy / n
-        self.epoch_loss += self.window_loss
-        self.epoch_accuracy += self.window_accuracy
-        self.epoch_steps += self.window_steps
-        self.window_loss = self.window_accuracy = 0.0
-        self.window_steps = 0
-        return means
-
-
-def chunk_length(step: int, epoch_end: int, config, k: int) -> int:
-    """Steps until the next boundary: the epoch's end, a log step or a checkpoint step, at most
-    k (the run's steps per device call)."""
-    nxt = [epoch_end, step + k, (step // config.log_every_steps + 1) * config.log_every_steps]
-    if config.checkpoint_every_steps:
-        nxt.append((step // config.checkpoint_every_steps + 1) * config.checkpoint_every_steps)
-    return min(nxt) - step
 
 
 @dataclasses.dataclass
@@ -187,43 +146,52 @@ class Run:
         return record
 
 
+@dataclasses.dataclass
+class _RunHooks:
+    """`epoch_loop`'s hooks for a lone run: its loop state, progress bar and `stop_when`."""
+
+    run: Run
+    loop: LoopState
+    bar: Any
+
+    def count(self, n: int) -> None:
+        self.loop.window_steps += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def log(self, window, step, images, t0):
+        run, loop = self.run, self.loop
+        record = run.log(window, loop, step, images, t0, self.bar)
+        window = programs.new_window(run.programs.mesh, loop.window_loss, loop.window_accuracy)
+        # Mid-epoch only: at an epoch's end `stop_when` is asked after the evaluation.
+        mid_epoch = step % run.steps_per_epoch != 0
+        run.stopped_early = mid_epoch and run.stop_when is not None and run.stop_when(record)
+        return window, run.stopped_early
+
+    def save(self, state, window, step, wait) -> None:
+        self.run.save(state, window, self.loop, step, wait=wait)
+
+
 def train_epoch(run: Run, state, window, loop: LoopState, epoch: int, step: int, stop: StopFlag):
-    """Trains from `step` to the end of `epoch` in chunks; logs, checkpoints and honours a stop
-    request at exact step boundaries. Returns (state, window, step)."""
-    config, spe, progs = run.config, run.steps_per_epoch, run.programs
-    epoch_end = (epoch + 1) * spe
-    perm = progs.epoch_perm(epoch)
-    bar = _progress(config, run.out.is_main, epoch, spe, step - epoch * spe)
-    t_window, images_window = time.perf_counter(), 0
-    while step < epoch_end:
-        n = chunk_length(step, epoch_end, config, progs.steps_per_call)
-        state, window = progs.train_chunk(
-            state, window, progs.images, progs.labels, perm, step - epoch * spe, n
+    """Trains from `step` to the end of `epoch` (`epoch_loop`): logs, checkpoints and honours a
+    stop request or `stop_when` at exact step boundaries. Returns (state, window, step)."""
+    spe = run.steps_per_epoch
+    bar = _progress(run.config, run.out.is_main, epoch, spe, step - epoch * spe)
+    try:
+        return epoch_loop(
+            run.programs,
+            run.config,
+            spe,
+            state,
+            window,
+            epoch,
+            step,
+            stop,
+            _RunHooks(run, loop, bar),
         )
-        if progs.sync_each_call:
-            jax.block_until_ready(window)
-        step += n
-        loop.window_steps += n
-        images_window += n * config.batch_size
-        if step % config.log_every_steps == 0 or step == epoch_end:
-            record = run.log(window, loop, step, images_window, t_window, bar)
-            window = programs.new_window(progs.mesh, loop.window_loss, loop.window_accuracy)
-            t_window, images_window = time.perf_counter(), 0
-            if step < epoch_end and run.stop_when is not None and run.stop_when(record):
-                run.save(state, window, loop, step, wait=True)
-                run.stopped_early = True
-                break
+    finally:
         if bar is not None:
-            bar.update(n)
-        if step < epoch_end:
-            if stop.requested(sync_point=step % config.log_every_steps == 0):
-                run.save(state, window, loop, step, wait=True)
-                raise stop.preempted(step)
-            if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-                run.save(state, window, loop, step)
-    if bar is not None:
-        bar.close()
-    return state, window, step
+            bar.close()
 
 
 def train_and_evaluate(

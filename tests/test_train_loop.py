@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, tiny_config
 from fashion_jax import config as config_lib
-from fashion_jax import data, programs, sharding, steps, train
+from fashion_jax import data, epochs, programs, sharding, steps, train
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.errors import CheckpointError, UserError
 from fashion_jax.trained import load_trained
@@ -28,14 +28,14 @@ def test_chunks_end_exactly_at_log_checkpoint_and_epoch_boundaries():
     )
     step, ends = 0, []
     while step < 60:
-        step += train.chunk_length(step, epoch_end=60, config=c, k=8)
+        step += epochs.chunk_length(step, epoch_end=60, config=c, k=8)
         ends.append(step)
     assert ends == [8, 10, 18, 20, 25, 30, 38, 40, 48, 50, 58, 60]
-    assert train.chunk_length(3, epoch_end=60, config=c, k=1) == 1
+    assert epochs.chunk_length(3, epoch_end=60, config=c, k=1) == 1
 
 
 def test_loop_state_closes_windows_into_epoch_sums_and_round_trips_through_meta():
-    loop = train.LoopState(window_loss=3.0, window_accuracy=1.5, window_steps=3, train_seconds=2.0)
+    loop = epochs.LoopState(window_loss=3.0, window_accuracy=1.5, window_steps=3, train_seconds=2.0)
     assert loop.close_window() == (1.0, 0.5)
     assert (loop.epoch_loss, loop.epoch_steps, loop.window_steps, loop.window_loss) == (
         3.0,
@@ -44,8 +44,8 @@ def test_loop_state_closes_windows_into_epoch_sums_and_round_trips_through_meta(
         0.0,
     )
     meta = json.loads(json.dumps({"loop": loop.__dict__}))
-    assert train.LoopState.from_meta(meta) == loop
-    assert train.LoopState.from_meta({}) == train.LoopState()
+    assert epochs.LoopState.from_meta(meta) == loop
+    assert epochs.LoopState.from_meta({}) == epochs.LoopState()
 
 
 def test_steps_per_call_default_depends_on_the_platform():
