@@ -1,13 +1,15 @@
 """The programs the train loop compiles: the K-step train chunk, its metric window, their costs,
 and `build`, which compiles all of one run's device programs (`Programs`).
 
-Pure functions of a config and a mesh that return jitted functions (nothing here touches files).
+Pure functions of a config and a mesh that return jitted functions (nothing here touches files;
+`use_compilation_cache`, which the commands call, points JAX's own persistent cache at a folder).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,28 @@ import jax
 import jax.numpy as jnp
 
 from fashion_jax import augment, sharding, steps
+
+CACHE_MAX_BYTES = 2**30  # The default cache's size; JAX evicts the least recently used beyond.
+
+
+def use_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache for this process, so that a command started
+    again loads the executables XLA compiled before (the same programs and flags: the same bits)
+    instead of compiling them again: a few seconds of every launch on CPU. The folder is
+    `$JAX_COMPILATION_CACHE_DIR` when set (empty: no cache, JAX's own rule), else
+    `$XDG_CACHE_HOME/fashion_jax/xla` (`~/.cache/fashion_jax/xla`), at most `CACHE_MAX_BYTES`.
+    Every program is cached, however quickly it compiled. Returns the folder, or None."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        folder = os.environ["JAX_COMPILATION_CACHE_DIR"] or None
+    else:
+        root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+        folder = os.path.join(root, "fashion_jax", "xla")
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    if folder and "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return folder
+
 
 DEFAULT_STEPS_PER_CALL = {"cpu": 1}  # Other platforms (gpu, tpu): ACCELERATOR_STEPS_PER_CALL.
 ACCELERATOR_STEPS_PER_CALL = 100

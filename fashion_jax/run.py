@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         where["workdir"] = args.workdir
         config = resolve_config(args.workdir, args.config, overrides)
         sharding.initialize_distributed(config)
+        from fashion_jax.programs import use_compilation_cache
         from fashion_jax.train import train_and_evaluate
+
+        use_compilation_cache()
 
         summary = train_and_evaluate(config, args.workdir, restart=args.restart)
         import jax

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = members.plan(base, seeds, grid, root)
         members.check_grid(root, grid)
         sharding.initialize_distributed(base)
+        from fashion_jax.programs import use_compilation_cache
+
+        use_compilation_cache()
         if args.together:
             where["workdir"] = str(root)
             ready = lambda: members.record_grid(root, grid)

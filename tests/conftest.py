@@ -119,8 +119,10 @@ def assert_clean_error(proc, *fragments):
 def run_module(
     module: str, *args, env: dict | None = None, timeout: float = 600, check: bool = False
 ):
-    """Runs `python -m module args` in a subprocess; returns the CompletedProcess (text)."""
+    """Runs `python -m module args` in a subprocess; returns the CompletedProcess (text). `env`
+    adds variables; a None value removes one."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}
     proc = subprocess.run(
         [sys.executable, "-m", module, *map(str, args)],
         capture_output=True,

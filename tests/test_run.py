@@ -10,8 +10,11 @@ from conftest import assert_clean_error, run_module
 @pytest.mark.slow
 def test_runner_trains_and_writes_its_files(tmp_path, tiny_args):
     workdir = tmp_path / "w"
-    proc = run_module("fashion_jax.run", "--workdir", workdir, *tiny_args, check=True)
+    # The command's own compilation cache (no JAX_COMPILATION_CACHE_DIR): under XDG_CACHE_HOME.
+    home = {"JAX_COMPILATION_CACHE_DIR": None, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_module("fashion_jax.run", "--workdir", workdir, *tiny_args, env=home, check=True)
     assert "test accuracy" in proc.stdout
+    assert len(list((tmp_path / "cache" / "fashion_jax" / "xla").iterdir())) >= 3
     for name in ("config.json", "metrics.jsonl", "summary.json", "checkpoints"):
         assert (workdir / name).exists(), name
     config = json.loads((workdir / "config.json").read_text())
@@ -67,3 +70,34 @@ def test_a_refused_config_ends_the_process_with_status_2_and_one_line(tmp_path):
     assert_clean_error(proc, "Unknown config key 'batchsize'", "batch_size")
     assert proc.stderr.count("error:") == 1
     assert not w.exists()
+
+
+@pytest.mark.parametrize(
+    "env, folder",
+    [
+        ({"XDG_CACHE_HOME": "/x/cache"}, "/x/cache/fashion_jax/xla"),
+        ({"XDG_CACHE_HOME": "/x/cache", "JAX_COMPILATION_CACHE_DIR": "/mine"}, "/mine"),
+        ({"JAX_COMPILATION_CACHE_DIR": ""}, None),
+    ],
+    ids=["default under XDG_CACHE_HOME", "JAX's variable wins", "empty: no cache"],
+)
+def test_the_commands_compilation_cache_follows_the_environment(monkeypatch, env, folder):
+    """`programs.use_compilation_cache` (called by run and sweep): JAX's own variable when set,
+    else a folder of the user's cache with a size cap; every program cached when there is one."""
+    import jax
+
+    from fashion_jax import programs
+
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    updates = {}
+    monkeypatch.setattr(jax.config, "update", lambda name, value: updates.update({name: value}))
+    assert programs.use_compilation_cache() == folder
+    if "JAX_COMPILATION_CACHE_DIR" not in env:  # Ours: set here, capped.
+        assert updates["jax_compilation_cache_dir"] == folder
+        assert updates["jax_compilation_cache_max_size"] == programs.CACHE_MAX_BYTES
+    else:  # JAX reads its variable itself.
+        assert "jax_compilation_cache_dir" not in updates
+    assert updates.get("jax_persistent_cache_min_compile_time_secs") == (0.0 if folder else None)
