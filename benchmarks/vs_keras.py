@@ -6,12 +6,18 @@ launch (imports, data, compilation included) until the test accuracy first reach
 final test accuracy and peak resident memory; then our/Keras ratios (our median over Keras' median
 in this run). Appends to results.jsonl.
 
+Our runs start with an empty XLA compilation cache of their own (a first launch: every program
+compiled); with --cached each recipe is then launched again on that cache ("fashion_jax R, cached":
+a relaunch, as the runner's default cache in ~/.cache/fashion_jax/xla makes every launch after
+the first).
+
 --table runs nothing: it prints, per recipe and measure, the ratios ours / Keras over every recorded
 run (this script's and benchmarks/frontier.py's), each computed within its run, as median
 (min-max, runs), with the runs' dates.
 
   python benchmarks/vs_keras.py                 # base and fast recipes vs Keras, 10 epochs each
   python benchmarks/vs_keras.py --epochs 3 --recipes base
+  python benchmarks/vs_keras.py --recipes fast --cached --rounds 2
   python benchmarks/vs_keras.py --table         # the recorded same-run ratios
 """
 
@@ -68,16 +74,18 @@ def keras_row(epochs):
     return summarize("keras (tutorial)", records, rss, 64)
 
 
-def run_ours(recipe, epochs):
+def run_ours(recipe, epochs, cache: Path, label=""):
+    """A fresh run of experiments/`recipe` with `cache` as its XLA compilation cache."""
     config = ROOT / "experiments" / recipe / "config.py"
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / recipe
         overrides = {"progress_bar": "false", **({"num_epochs": epochs} if epochs else {})}
         cmd = runner_command(workdir, config=config, overrides=overrides)
-        records, rss, _, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl")
+        env = {"JAX_COMPILATION_CACHE_DIR": str(cache)}
+        records, rss, _, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl", env=env)
         assert code == 0, f"fashion_jax {recipe} failed"
         batch = json.loads((workdir / "config.json").read_text())["batch_size"]
-    return summarize(f"fashion_jax {recipe}", records, rss, batch)
+    return summarize(f"fashion_jax {recipe}{label}", records, rss, batch)
 
 
 def main():
@@ -87,6 +95,9 @@ def main():
     )
     parser.add_argument("--recipes", default="base,fast")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--cached", action="store_true", help="relaunch each recipe on its compilation cache"
+    )
     parser.add_argument(
         "--table", action="store_true", help="print the recorded same-run ratios; run nothing"
     )
@@ -99,8 +110,11 @@ def main():
         rows.append(keras_row(args.epochs))
         print(table(rows[-1:], COLUMNS), flush=True)
         for recipe in args.recipes.split(","):
-            rows.append(run_ours(recipe, args.epochs if recipe == "base" else 0))
-            print(table(rows[-1:], COLUMNS), flush=True)
+            epochs = args.epochs if recipe == "base" else 0
+            with tempfile.TemporaryDirectory() as cache:
+                for label in ["", ", cached"] if args.cached else [""]:
+                    rows.append(run_ours(recipe, epochs, Path(cache), label))
+                    print(table(rows[-1:], COLUMNS), flush=True)
     keras = [r for r in rows if r["system"].startswith("keras")]
     ratios = []
     for r in rows:
