@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         from fashion_jax.train import train_and_evaluate
 
         use_compilation_cache()
-
         summary = train_and_evaluate(config, args.workdir, restart=args.restart)
         import jax
 

@@ -72,6 +72,18 @@ def test_a_refused_config_ends_the_process_with_status_2_and_one_line(tmp_path):
     assert not w.exists()
 
 
+@pytest.mark.slow
+def test_a_cache_folder_that_cannot_be_made_does_not_stop_the_run(tmp_path, tiny_args):
+    """The compilation cache is a speed-up only: under a file (no folder can be made there), the
+    run trains, evaluates and writes its files as without it."""
+    (tmp_path / "file").write_text("")
+    env = {"JAX_COMPILATION_CACHE_DIR": None, "XDG_CACHE_HOME": str(tmp_path / "file" / "c")}
+    w = tmp_path / "w"
+    proc = run_module("fashion_jax.run", "--workdir", w, *tiny_args, env=env, check=True)
+    assert "test accuracy" in proc.stdout and "Traceback" not in proc.stderr
+    assert json.loads((w / "summary.json").read_text())["steps"] == 2 * 640 // 32
+
+
 @pytest.mark.parametrize(
     "env, folder",
     [
