@@ -18,6 +18,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -112,8 +113,16 @@ def run_timed(cmd: list[str], metrics_file: Path | None = None, env: dict | None
 
     records: JSON objects the process reported, each with "t" = seconds since launch when it was
     seen: lines of `metrics_file` with type "eval" when given, else JSON lines of its stdout.
+    Each launch is a first launch: unless `env` names a JAX_COMPILATION_CACHE_DIR, the process
+    gets an empty XLA compilation cache of its own (the runner would otherwise load the user's,
+    ~/.cache/fashion_jax/xla, and time a relaunch).
     """
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    with tempfile.TemporaryDirectory() as cache:
+        return _run_timed(cmd, metrics_file, {"JAX_COMPILATION_CACHE_DIR": cache, **(env or {})})
+
+
+def _run_timed(cmd: list[str], metrics_file: Path | None, env: dict):
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **env}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=ROOT
