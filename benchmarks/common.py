@@ -278,7 +278,8 @@ def keras_ratio_table(ratios: list[dict]) -> str:
             newest[r["system"]] = (r["run"], r["params"])
     groups: dict[str, dict[str, list[dict]]] = {}
     for r in ratios:
-        label = f"`{r['system']}`"
+        recipe, _, how = r["system"].partition(", ")  # "fast, cached": the recipe, then how.
+        label = f"`{recipe}`" + (f", {how}" if how else "")
         if r["params"] is not None and r["params"] != newest[r["system"]][1]:
             label += f", former {r['params']:,}-parameter network"
         groups.setdefault(label, {}).setdefault(r["measure"], []).append(r)

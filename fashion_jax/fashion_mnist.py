@@ -23,6 +23,7 @@ Arrays come back on the host: images `uint8[N, 28, 28, 1]`, labels `int32[N]`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -115,6 +116,32 @@ def prepare(data_dir: str | None, idx_dir: str | None = None, download: bool = T
     builder, prepared = _stock_builder(tfds, data_dir)
     if prepared:
         return builder
+    with preparing(data_dir):
+        builder, prepared = _stock_builder(tfds, data_dir)  # Another process may have finished.
+        return builder if prepared else _prepare(tfds, builder, data_dir, idx_dir, download)
+
+
+@contextlib.contextmanager
+def preparing(data_dir: str | None):
+    """Holds the data dir's preparation lock (`.fashion_mnist.lock` in it): processes preparing
+    the same dataset at once (two runs on a new machine, the workers of a test suite) take turns,
+    and the later ones find it prepared. Without a lock file to take (a read-only data dir, no
+    `fcntl`), it does nothing."""
+    root = data_cache.builder_dir(data_dir).parents[1]
+    try:
+        import fcntl
+
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / ".fashion_mnist.lock", "a")  # noqa: SIM115 (held until the end)
+    except (ImportError, OSError):
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _prepare(tfds, builder, data_dir, idx_dir, download):
     idx_path = resolve_idx_dir(idx_dir)
     if has_all_files(idx_path):
         for split in IDX_FILES:  # Validate before tfds writes anything.

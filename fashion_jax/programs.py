@@ -25,9 +25,10 @@ def use_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache for this process, so that a command started
     again loads the executables XLA compiled before (the same programs and flags: the same bits)
     instead of compiling them again: a few seconds of every launch on CPU. The folder is
-    `$JAX_COMPILATION_CACHE_DIR` when set (empty: no cache, JAX's own rule), else
-    `$XDG_CACHE_HOME/fashion_jax/xla` (`~/.cache/fashion_jax/xla`), at most `CACHE_MAX_BYTES`.
-    Every program is cached, however quickly it compiled. Returns the folder, or None."""
+    `$JAX_COMPILATION_CACHE_DIR` when set (empty: no cache; JAX applies its own settings, no size
+    limit), else `$XDG_CACHE_HOME/fashion_jax/xla` (`~/.cache/fashion_jax/xla`), kept under
+    `CACHE_MAX_BYTES` by evicting the least recently used. Every program is cached, however quickly
+    it compiled. Returns the folder, or None."""
     if "JAX_COMPILATION_CACHE_DIR" in os.environ:
         folder = os.environ["JAX_COMPILATION_CACHE_DIR"] or None
     else:

@@ -57,6 +57,22 @@ def test_corrupt_or_truncated_idx_files_raise_a_clear_error(tiny_idx, tmp_path):
         assert not (tmp_path / f"tfds_{folder.name}" / "fashion_mnist" / "3.0.1").exists(), label
 
 
+def test_processes_preparing_one_data_dir_take_turns(tiny_idx, tmp_path):
+    """While one preparer holds the data dir's lock, another waits (nothing written), then finds
+    the dataset prepared or prepares it itself: never two tfds builds into one folder at once."""
+    import threading
+
+    target = str(tmp_path / "tfds")
+    done = []
+    other = threading.Thread(target=lambda: done.append(fashion_mnist.prepare(target, tiny_idx)))
+    with fashion_mnist.preparing(target):  # Another preparer at work.
+        other.start()
+        other.join(timeout=3)
+        assert other.is_alive() and not data_cache.builder_dir(target).exists()
+    other.join(timeout=120)
+    assert not other.is_alive() and done[0].is_prepared()
+
+
 def test_missing_data_names_the_three_fixes(tmp_path, monkeypatch):
     monkeypatch.delenv(data.IDX_DIR_ENV, raising=False)
     with pytest.raises(DataError) as e:
