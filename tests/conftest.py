@@ -30,9 +30,9 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # Programs that compile in under 0.1 s are not kept: tests that run a network eagerly compile
 # hundreds of single operations (~10 ms each), and with a size limit every write to JAX's cache
 # reads the whole folder under its lock (2 files per entry), so hundreds of tiny entries made the
-# writes slow and kept the other worker waiting on the lock (measured, two workers, two pairs run
-# back to back: 866 -> 755 s and 895 -> 806 s; system time 181 -> 119 s; test_convnet_plain.py
-# alone writes 20 entries instead of 326).
+# writes slow and kept the other worker waiting on the lock (measured, two workers, three pairs
+# run back to back: 866 -> 755 s, 895 -> 806 s, 759 -> 631 s; test_convnet_plain.py alone writes
+# 20 entries instead of 326).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 # A size limit makes JAX take its file lock around every read and write: the suite's workers and
 # the processes they start share the cache, and none reads an entry another is still writing.
