@@ -32,8 +32,8 @@ run: install data
 	$(BIN)/python -m fashion_jax.run --workdir experiments/base
 
 # Two pytest-xdist workers, one test file each at a time (a file's module fixtures are built once):
-# 10.5-13.5 minutes on the 2-core VM, whose speed varies by the hour (631, 637, 755 and 806 s on
-# 2026-12-04, median 696 s), against 15 in one process (913 s, back to back with a two-worker
+# 10.5-13.5 minutes on the 2-core VM, whose speed varies by the hour (631, 637, 755, 787 and 806 s
+# on 2026-12-04, median 755 s), against 15 in one process (913 s, back to back with a two-worker
 # 675 s). PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 2
 test: install data
