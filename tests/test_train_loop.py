@@ -198,6 +198,22 @@ def test_summary_describes_the_trained_state_and_fewer_epochs_than_trained_are_r
         )
 
 
+def test_runs_off_the_cpu_count_flops_on_the_cpu_backend_with_a_cpu_runs_figures(
+    tiny_idx, tiny_tfds
+):
+    # XLA's GPU cost analysis counts nothing for the convolutions cuDNN runs, so a run on an
+    # accelerator counts on the host's CPU backend (programs.costs_on_cpu): the same figures as
+    # the program a CPU run compiles.
+    config = tiny_config(tiny_idx, tiny_tfds, model="convnet_s")
+    splits, info = data.load_data(config)
+    progs = programs.build(config, sharding.make_mesh(), splits, info, total_steps=40)
+    assert progs.costs["forward_flops"] > 1e6 and progs.costs["train_step_flops"] > 1e8
+    # From the state's shapes (the runner) or from a state on the devices (the accelerator kit).
+    for state in (progs.abstract_state, progs.init()):
+        counted = programs.costs_on_cpu(config, state, splits["train"])
+        assert counted == pytest.approx(progs.costs, rel=1e-6)
+
+
 def test_the_workdir_lock_refuses_a_second_trainer_and_dies_with_its_holder(tmp_path):
     with workdir_lib.Lock(tmp_path):
         with pytest.raises(UserError, match=r"in use by pid \d+"):

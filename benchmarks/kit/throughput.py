@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import types
 from typing import Any
 
 import jax
@@ -173,9 +174,14 @@ def measure_config(ctx, row, base, data, left) -> dict[str, Any]:
     compiled = lowered.compile()
     t_compile = time.perf_counter() - t
     # One step's FLOPs: the compiled program's cost analysis (a k-step loop's body counts once),
-    # per device, so times the devices of the data-parallel step.
-    flops = programs.flops_of(compiled)
-    flops = flops * mesh.devices.size if flops else None
+    # per device, so times the devices of the data-parallel step. Off the CPU, the same program
+    # compiled for the host's CPU: a GPU's analysis leaves out the convolutions cuDNN runs.
+    if mesh.devices.flat[0].platform == "cpu":
+        flops = programs.flops_of(compiled)
+        flops = flops * mesh.devices.size if flops else None
+    else:
+        split = types.SimpleNamespace(images=images, labels=labels)
+        flops = programs.costs_on_cpu(config, state, split)["train_step_flops"]
 
     # Warm-up: the first call, then one steady call to size the windows.
     t = time.perf_counter()
