@@ -28,7 +28,7 @@ KIND = "frontier_seed"
 FIGURE = common.ROOT / "docs" / "figures" / "frontier.png"
 # Compute limits of the targets (TFLOP of training): half the tutorial's 15.1, the tutorial's, and
 # a tenth of a 300-epoch ResNet-20's ~3.3 PFLOP.
-BUDGETS = {"convnet_5ep": 7.5, "convnet_10ep": 15.1, "convnet_l_20ep": 330.0}
+BUDGETS = {"convnet_5ep": 7.5, "convnet_10ep": 15.1, "convnet_l_55ep": 330.0}
 
 
 def row(recipe: str, workdir: Path) -> dict:
@@ -45,6 +45,7 @@ def row(recipe: str, workdir: Path) -> dict:
         "forward_mflop": round(summary["forward_flops_per_image"] / 1e6, 2),
         "train_tflop": round(summary["train_flops_total"] / 1e12, 2),
         "train_s": round(summary["train_seconds"], 1),
+        "trained_on": summary.get("device_kind") or summary.get("platform"),
     }
 
 
@@ -111,11 +112,14 @@ def main() -> None:
     parser.add_argument("--sweep", type=Path, help="the sweep's --workdir")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--figure", type=Path, default=FIGURE)
+    parser.add_argument("--together", action="store_true", help="the seeds trained as a population")
+    parser.add_argument("--note", default="", help="appended to the record's note")
     args = parser.parse_args()
     if args.recipe:
         if args.sweep is None:
             parser.error("--recipe needs --sweep")
-        record(args.recipe, args.sweep, [int(s) for s in args.seeds.split(",")], args.seeds)
+        seeds = [int(s) for s in args.seeds.split(",")]
+        record(args.recipe, args.sweep, seeds, args.seeds, args.together, args.note)
     summary = summarize()
     columns = ["recipe", "seeds", "test_acc_mean", "test_acc_std", "params", "epochs"]
     print(common.table(summary, [*columns, "train_examples", "train_tflop", "target", "met"]))
@@ -123,7 +127,9 @@ def main() -> None:
     print(f"figure: {os.path.relpath(args.figure, common.ROOT)}")
 
 
-def record(recipe: str, sweep: Path, seeds: list[int], spelled: str) -> None:
+def record(
+    recipe: str, sweep: Path, seeds: list[int], spelled: str, together=False, note=""
+) -> None:
     rows = [row(recipe, sweep / f"seed_{s}") for s in seeds]
     config = json.loads((sweep / f"seed_{seeds[0]}" / "config.json").read_text())
     common.record(
@@ -132,9 +138,10 @@ def record(recipe: str, sweep: Path, seeds: list[int], spelled: str) -> None:
         {
             "model": f"{config['model']} {config.get('model_kwargs') or ''}".strip(),
             "command": f"python -m fashion_jax.sweep --workdir W --config "
-            f"experiments/{recipe}/config.py --seeds {spelled}",
-            "note": "train_tflop from summary.json (XLA cost analysis); train_s on a shared "
-            "2-core VM, not a speed figure",
+            f"experiments/{recipe}/config.py --seeds {spelled}" + (" --together" * together),
+            "note": "train_tflop from summary.json (XLA cost analysis); train_s on the machine "
+            "each row names (trained_on; a shared VM when cpu), not a speed figure"
+            + (f"; {note}" if note else ""),
         },
     )
 

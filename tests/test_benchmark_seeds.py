@@ -29,6 +29,8 @@ def seed_dir(sweep, seed, accuracy):
         "forward_flops_per_image": 31.1e6,
         "train_flops_total": 111.6e12,
         "train_seconds": 2000.0,
+        "platform": "gpu",
+        "device_kind": "NVIDIA H200",
     }
     (w / "summary.json").write_text(json.dumps(summary))
 
@@ -37,7 +39,7 @@ def test_seeds_are_recorded_and_read_back_newest_first(tmp_path, monkeypatch, ca
     results = tmp_path / "results.jsonl"
     old = {
         "benchmark": "frontier_seed",
-        "rows": [{"system": "best", "seed": s, "test_accuracy": 0.5} for s in (0, 2)],
+        "rows": [{"system": "frontier_094", "seed": s, "test_accuracy": 0.5} for s in (0, 2)],
     }
     results.write_text(json.dumps(old) + "\n")
     monkeypatch.setattr(common, "RESULTS", results)
@@ -50,11 +52,12 @@ def test_seeds_are_recorded_and_read_back_newest_first(tmp_path, monkeypatch, ca
         [
             "seeds.py",
             "--recipe",
-            "convnet_l_20ep",
+            "convnet_10ep",
             "--sweep",
             str(sweep),
             "--seeds",
             "0,1",
+            "--together",
             "--figure",
             str(tmp_path / "f.png"),
         ],
@@ -66,10 +69,12 @@ def test_seeds_are_recorded_and_read_back_newest_first(tmp_path, monkeypatch, ca
         (0, 55000, 111.6),
         (1, 55000, 111.6),
     ]
-    got = seeds.recorded("convnet_l_20ep")
+    assert {r["trained_on"] for r in entry["rows"]} == {"NVIDIA H200"}
+    assert entry["command"].endswith("--seeds 0,1 --together"), entry["command"]
+    got = seeds.recorded("convnet_10ep")
     assert [(r["seed"], r["test_accuracy"]) for r in got] == [(0, 0.94), (1, 0.92), (2, 0.5)]
     out = capsys.readouterr().out
-    assert "| convnet_l_20ep | 3 | 0.7867 | 0.2485 |" in out, out
+    assert "| convnet_10ep | 3 | 0.7867 | 0.2485 |" in out, out
     assert (tmp_path / "f.png").stat().st_size > 10_000
 
 
