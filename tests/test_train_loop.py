@@ -199,7 +199,7 @@ def test_summary_describes_the_trained_state_and_fewer_epochs_than_trained_are_r
 
 
 def test_runs_off_the_cpu_count_flops_on_the_cpu_backend_with_a_cpu_runs_figures(
-    tiny_idx, tiny_tfds
+    tiny_idx, tiny_tfds, monkeypatch
 ):
     # XLA's GPU cost analysis counts nothing for the convolutions cuDNN runs, so a run on an
     # accelerator counts on the host's CPU backend (programs.costs_on_cpu): the same figures as
@@ -212,6 +212,13 @@ def test_runs_off_the_cpu_count_flops_on_the_cpu_backend_with_a_cpu_runs_figures
     for state in (progs.abstract_state, progs.init()):
         counted = programs.costs_on_cpu(config, state, splits["train"])
         assert counted == pytest.approx(progs.costs, rel=1e-6)
+
+    def no_cpu_backend(backend=None):
+        raise RuntimeError(f"Unknown backend {backend}")  # What JAX_PLATFORMS=cuda gives.
+
+    monkeypatch.setattr(programs.jax, "local_devices", no_cpu_backend)
+    unknown = programs.costs_on_cpu(config, progs.abstract_state, splits["train"])
+    assert unknown == {**progs.costs, "forward_flops": None, "train_step_flops": None}
 
 
 def test_the_workdir_lock_refuses_a_second_trainer_and_dies_with_its_holder(tmp_path):
