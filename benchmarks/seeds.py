@@ -2,11 +2,13 @@
 
   python -m fashion_jax.sweep --workdir W --config experiments/NAME/config.py --seeds 0,1,2
   python benchmarks/seeds.py --recipe NAME --sweep W --seeds 0     # record seeds as they finish
+  (--together when the seeds trained as one population; --note TEXT adds to the record's note)
   python benchmarks/seeds.py                                       # the table and the figure only
 
-Recording appends `frontier_seed` rows (with the machine) to results.jsonl from each seed's
-summary.json: test accuracy, and training FLOPs by XLA's cost analysis, which do not depend on the
-machine's load. Its train seconds are kept too, but only frontier.py's runs (alternated with
+Recording appends `frontier_seed` rows (with the machine recording them, and `trained_on`, the
+device each seed trained on) to results.jsonl from each seed's summary.json: test accuracy, and
+training FLOPs by XLA's cost analysis (on the CPU backend for any device), which do not depend on
+the machine's load. Its train seconds are kept too, but only frontier.py's runs (alternated with
 Keras on a quiet machine) are speed figures. Then prints, for every recipe with a target, the mean
 ± std over its recorded seeds against the target, and draws docs/figures/frontier.png (test
 accuracy against training TFLOP, with the targets).
