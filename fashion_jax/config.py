@@ -45,10 +45,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.num_epochs = 10
     c.batch_size = 64  # Global batch, split over all devices.
     c.learning_rate = 1e-3  # Peak learning rate when a schedule is used.
-    c.optimizer = "adam"  # "adam", "adamw" (decoupled weight decay) or "sgd" (see optimizers.py).
-    c.weight_decay = 0.0  # AdamW: decoupled; SGD: L2 added to the gradient.
-    c.momentum = 0.9  # SGD only (0: plain SGD).
-    c.nesterov = True  # SGD only.
+    # "adam", "adamw" (decoupled weight decay), "sgd", or "muon" (Muon on the convolution
+    # kernels, sgd on the rest; see optimizers.py).
+    c.optimizer = "adam"
+    c.weight_decay = 0.0  # AdamW and Muon's kernels: decoupled; SGD: L2 added to the gradient.
+    c.momentum = 0.9  # SGD and Muon (0: plain SGD).
+    c.nesterov = True  # SGD and Muon.
+    c.muon_scale = 1.0  # Muon: the kernels' learning rate as a multiple of learning_rate.
     c.schedule = "constant"  # "constant", "cosine", "onecycle" or "triangular" (see optimizers.py).
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0
@@ -175,7 +178,7 @@ def state_structure(config) -> dict:
 SCHEDULE_ALIASES = {"linear": "triangular"}
 
 _CHOICES = {
-    "optimizer": ("adam", "adamw", "sgd"),
+    "optimizer": ("adam", "adamw", "sgd", "muon"),
     # "linear": the deprecated name of "triangular" (SCHEDULE_ALIASES).
     "schedule": ("constant", "cosine", "onecycle", "triangular", "linear"),
     "compute_dtype": ("float32", "bfloat16"),
@@ -201,6 +204,7 @@ _RANGES = {
     "process_id": (lambda v: v >= -1, "an integer >= -1 (-1: auto-detect)"),
     "distributed_timeout_seconds": (lambda v: v >= 1, "an integer >= 1"),
     "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "muon_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
     "steps_per_call": (lambda v: 0 <= v <= 100_000, "an integer in 0..100000 (0: by platform)"),
     "seed": (lambda v: 0 <= v < 2**32, "an integer in 0..2**32-1"),
     "batch_size": (lambda v: 1 <= v <= 1 << 20, "an integer in 1..1048576"),

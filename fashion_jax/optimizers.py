@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import optax
 
 from fashion_jax import config as config_lib
@@ -29,11 +30,43 @@ def _sgd(config, lr):
     )
 
 
+def _muon(config, lr):
+    """Muon on the convolution kernels, `sgd` on every other parameter (airbench94_muon's split).
+
+    Each HWIO kernel's momentum is orthogonalised as one (H*W*Cin, Cout) matrix by Newton-Schulz
+    iterations (`optax.contrib.scale_by_muon`, with `momentum` as its beta and `nesterov`), then
+    decayed by `weight_decay` (decoupled) and scaled by the schedule times `muon_scale`. Dense
+    kernels, biases and batch-norm parameters take Nesterov SGD at the schedule's rate, as `sgd`.
+    (`optax.contrib.muon` alone would send 4-D kernels to AdamW without saying so.)"""
+    conv = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+
+    def dimension_numbers(params):
+        return jax.tree.map(lambda p: conv if p.ndim == 4 else None, params)
+
+    kernels = optax.chain(
+        optax.contrib.scale_by_muon(
+            beta=config.momentum,
+            nesterov=config.nesterov,
+            weight_dimension_numbers=dimension_numbers,
+        ),
+        optax.identity()
+        if config_lib.is_off(config.weight_decay)
+        else optax.add_decayed_weights(config.weight_decay),
+        optax.scale_by_learning_rate(lr),
+        optax.scale(config.muon_scale),
+    )
+    return optax.multi_transform(
+        {"muon": kernels, "rest": _sgd(config, lr)},
+        lambda params: jax.tree.map(lambda p: "muon" if p.ndim == 4 else "rest", params),
+    )
+
+
 OPTIMIZERS = {
     "adam": lambda config, lr: optax.adam(lr),  # The tutorial's.
     "adamw": lambda config, lr: optax.adamw(lr, weight_decay=config.weight_decay),
     # SGD with (Nesterov) momentum; weight_decay is L2 added to the gradient, as in most SGD recipes.
     "sgd": _sgd,
+    "muon": _muon,
 }
 
 SCHEDULES = {
