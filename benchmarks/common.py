@@ -37,7 +37,6 @@ TARGETS = {
     "fast": 0.90,
     "convnet_5ep": 0.93,
     "convnet_10ep": 0.94,
-    "convnet_l_20ep": 0.94,
     "convnet_l_55ep": 0.95,
 }
 

@@ -33,6 +33,11 @@ FIGURE = common.ROOT / "docs" / "figures" / "frontier.png"
 BUDGETS = {"convnet_5ep": 7.5, "convnet_10ep": 15.1, "convnet_l_55ep": 330.0}
 
 
+def _scaled(flops, unit: float) -> float | None:
+    """FLOPs in `unit`s, rounded; None where the run could not count them."""
+    return round(flops / unit, 2) if flops else None
+
+
 def row(recipe: str, workdir: Path) -> dict:
     """One seed's row from its workdir (summary.json, config.json)."""
     summary = json.loads((workdir / "summary.json").read_text())
@@ -44,8 +49,8 @@ def row(recipe: str, workdir: Path) -> dict:
         "epochs": summary["epochs"],
         "train_examples": 60000 - config["validation_examples"],
         "params": summary["params"],
-        "forward_mflop": round(summary["forward_flops_per_image"] / 1e6, 2),
-        "train_tflop": round(summary["train_flops_total"] / 1e12, 2),
+        "forward_mflop": _scaled(summary.get("forward_flops_per_image"), 1e6),
+        "train_tflop": _scaled(summary.get("train_flops_total"), 1e12),
         "train_s": round(summary["train_seconds"], 1),
         "trained_on": summary.get("device_kind") or summary.get("platform"),
     }
@@ -83,7 +88,9 @@ def summarize() -> list[dict]:
                 "train_examples": rows[-1].get("train_examples"),
                 "train_tflop": rows[-1].get("train_tflop"),
                 "target": f">= {common.TARGETS[recipe]} at <= {budget:g}",
-                "met": mean >= common.TARGETS[recipe] and rows[-1]["train_tflop"] <= budget,
+                "met": mean >= common.TARGETS[recipe]
+                and rows[-1]["train_tflop"] is not None
+                and rows[-1]["train_tflop"] <= budget,
                 "accuracies": accs,
             }
         )
@@ -98,6 +105,8 @@ def draw(summary: list[dict], path: Path = FIGURE) -> None:
     ) as ax:
         for i, r in enumerate(summary):
             color, tflop, accs = f"C{i}", r["train_tflop"], r["accuracies"]
+            if tflop is None:  # FLOPs not counted: no place on a compute axis.
+                continue
             ax.scatter([tflop] * len(accs), accs, color=color, s=14, alpha=0.5)
             mean, std = r["test_acc_mean"], r["test_acc_std"]
             label = f"{r['recipe']}: {mean:.4f} ± {std:.4f} ({r['seeds']} seeds)"

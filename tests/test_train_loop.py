@@ -213,6 +213,14 @@ def test_runs_off_the_cpu_count_flops_on_the_cpu_backend_with_a_cpu_runs_figures
         counted = programs.costs_on_cpu(config, state, splits["train"])
         assert counted == pytest.approx(progs.costs, rel=1e-6)
 
+    # Off the CPU, a run's costs are costs_on_cpu's (its own cost analysis is not asked).
+    seen = []
+    monkeypatch.setattr(programs, "costs_on_cpu", lambda *a: seen.append(a) or {"from": "cpu"})
+    monkeypatch.setattr(programs, "model_costs", lambda *a: pytest.fail("the GPU's own count"))
+    got = programs.run_costs("gpu", config, progs.abstract_state, None, splits["train"], 1)
+    assert got == {"from": "cpu"} and seen[0][0] is config
+    monkeypatch.undo()
+
     def no_cpu_backend(backend=None):
         raise RuntimeError(f"Unknown backend {backend}")  # What JAX_PLATFORMS=cuda gives.
 
