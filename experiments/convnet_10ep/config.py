@@ -22,7 +22,6 @@ from fashion_jax.config import load_experiment
 
 def get_config():
     config = load_experiment(Path(__file__).resolve().parents[1] / "convnet_5ep" / "config.py")
-    config.optimizer = "sgd"  # convnet_5ep moved to Muon; this recipe was measured with SGD.
     config.num_epochs = 10
     config.warmup_epochs = 2.0
     config.label_smoothing = 0.2

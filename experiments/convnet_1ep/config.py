@@ -15,7 +15,6 @@ from fashion_jax.config import load_experiment
 
 def get_config():
     config = load_experiment(Path(__file__).resolve().parents[1] / "convnet_5ep" / "config.py")
-    config.optimizer = "sgd"  # convnet_5ep moved to Muon; this recipe was measured with SGD.
     config.model_kwargs = {"widths": (16, 32, 64), "extra": ((2, 64),)}
     config.num_epochs = 1
     config.warmup_epochs = 0.3

@@ -23,8 +23,7 @@ def get_config():
     config.model_kwargs = {"widths": (16, 40, 112), "extra": ((2, 112),)}
     config.num_epochs = 5
     config.batch_size = 64
-    config.optimizer = "muon"  # Muon on the convolution kernels, Nesterov SGD on the rest.
-    config.muon_scale = 1.0
+    config.optimizer = "sgd"
     config.momentum = 0.9
     config.nesterov = True
     config.learning_rate = 0.1
