@@ -145,6 +145,11 @@ def flops_of(compiled) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
+def param_count(state) -> int:
+    """The number of trained parameters of a train state (or of its shapes)."""
+    return int(sum(p.size for p in jax.tree.leaves(state.params)))
+
+
 def model_costs(state, compiled_train_step, image, num_devices: int = 1) -> dict[str, Any]:
     """{"params": count, "forward_flops": per image (eval mode), "train_step_flops": per step of
     the global batch}, FLOPs from XLA's cost analysis of the compiled programs. `state`: the
@@ -154,7 +159,7 @@ def model_costs(state, compiled_train_step, image, num_devices: int = 1) -> dict
     x = jax.ShapeDtypeStruct((1, *image.shape), image.dtype)
     forward = jax.jit(steps.predict_logits).lower(state, x).compile()
     return {
-        "params": int(sum(p.size for p in jax.tree.leaves(state.params))),
+        "params": param_count(state),
         "forward_flops": flops_of(forward),
         "train_step_flops": (flops_of(compiled_train_step) or 0) * num_devices or None,
     }
@@ -171,7 +176,6 @@ def costs_on_cpu(config, abstract_state, train) -> dict[str, Any]:
     Where the CPU cannot count (no CPU backend under `JAX_PLATFORMS=cuda`, a model with an
     accelerator-only op) the FLOPs are None ("n/a"), never the accelerator's undercount, and
     training goes on."""
-    params = int(sum(p.size for p in jax.tree.leaves(abstract_state.params)))
     try:
         cpu = jax.local_devices(backend="cpu")[:1]
         mesh = jax.sharding.Mesh(cpu, (sharding.DATA_AXIS,))
@@ -191,7 +195,11 @@ def costs_on_cpu(config, abstract_state, train) -> dict[str, Any]:
             return model_costs(state, chunk, image, 1)
     except Exception as e:  # noqa: BLE001 - counting FLOPs must never stop a run.
         print(f"FLOPs not counted (the host CPU could not compile the step: {type(e).__name__})")
-        return {"params": params, "forward_flops": None, "train_step_flops": None}
+        return {
+            "params": param_count(abstract_state),
+            "forward_flops": None,
+            "train_step_flops": None,
+        }
 
 
 def run_costs(platform: str, config, abstract_state, chunk, train, num_devices: int) -> dict:

@@ -173,15 +173,13 @@ def measure_config(ctx, row, base, data, left) -> dict[str, Any]:
     t = time.perf_counter()
     compiled = lowered.compile()
     t_compile = time.perf_counter() - t
-    # One step's FLOPs: the compiled program's cost analysis (a k-step loop's body counts once),
-    # per device, so times the devices of the data-parallel step. Off the CPU, the same program
-    # compiled for the host's CPU: a GPU's analysis leaves out the convolutions cuDNN runs.
-    if mesh.devices.flat[0].platform == "cpu":
-        flops = programs.flops_of(compiled)
-        flops = flops * mesh.devices.size if flops else None
-    else:
-        split = types.SimpleNamespace(images=images, labels=labels)
-        flops = programs.costs_on_cpu(config, state, split)["train_step_flops"]
+    # One step's FLOPs, as a run counts them (`programs.run_costs`): the compiled program's cost
+    # analysis (a k-step loop's body counts once) times the devices; off the CPU, the same step
+    # compiled for the host's CPU, since a GPU's analysis leaves out cuDNN's convolutions.
+    split = types.SimpleNamespace(images=images, labels=labels)
+    platform = mesh.devices.flat[0].platform
+    costs = programs.run_costs(platform, config, state, compiled, split, mesh.devices.size)
+    flops = costs["train_step_flops"]
 
     # Warm-up: the first call, then one steady call to size the windows.
     t = time.perf_counter()
