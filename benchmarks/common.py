@@ -230,9 +230,9 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
     rows and ours, alternated), never across runs.
 
     One dict per run, recipe and measure: "run" (the run's recorded start), "date", "benchmark",
-    "system" (the recipe's current name), "params" (None when not recorded), "measure" (words of
-    KERAS_MEASURES) and "ratio": the median of the recipe's rows in that run over the median of
-    Keras' rows in that run.
+    "system" (the recipe's current name), "params" and "tflop" (its training TFLOP; each None when
+    not recorded), "measure" (words of KERAS_MEASURES) and "ratio": the median of the recipe's rows
+    in that run over the median of Keras' rows in that run.
     """
     out = []
     for line in (path or RESULTS).read_text().splitlines():
@@ -244,8 +244,9 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
         ours: dict[tuple, list[dict]] = {}
         for r in entry["rows"]:
             if r not in keras:
-                ours.setdefault((_recipe(r["system"]), r.get("params")), []).append(r)
-        for (system, params), rows in ours.items():
+                tflop = round(r["train_pflop"] * 1000, 2) if r.get("train_pflop") else None
+                ours.setdefault((_recipe(r["system"]), r.get("params"), tflop), []).append(r)
+        for (system, params, tflop), rows in ours.items():
             for column, measure in measures.items():
                 mine = [r[column] for r in rows if r.get(column) is not None]
                 theirs = [r[column] for r in keras if r.get(column) is not None]
@@ -258,6 +259,7 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
                             "benchmark": entry["benchmark"],
                             "system": system,
                             "params": params,
+                            "tflop": tflop,
                             "measure": measure,
                             "ratio": ratio,
                         }
@@ -270,18 +272,24 @@ def keras_ratio_table(ratios: list[dict]) -> str:
     cell the median (min-max, number of runs) over the recorded runs; last, the runs behind the row.
 
     Ratios of a recipe recorded with another parameter count than its newest run's (a former
-    network under the same or a former name) get a row of their own.
+    network under the same or a former name), or with the same count but other training FLOPs (a
+    former recipe: optimizer, batch or length), get a row of their own. A change that keeps both
+    (a smoothing, say) is not told apart.
     """
-    newest: dict[str, tuple[str, int]] = {}
+    newest: dict[str, tuple[str, int, float | None]] = {}
     for r in ratios:
         if r["params"] is not None and r["run"] >= newest.get(r["system"], ("", 0))[0]:
-            newest[r["system"]] = (r["run"], r["params"])
+            newest[r["system"]] = (r["run"], r["params"], r.get("tflop"))
     groups: dict[str, dict[str, list[dict]]] = {}
     for r in ratios:
         recipe, _, how = r["system"].partition(", ")  # "fast, cached": the recipe, then how.
         label = f"`{recipe}`" + (f", {how}" if how else "")
-        if r["params"] is not None and r["params"] != newest[r["system"]][1]:
-            label += f", former {r['params']:,}-parameter network"
+        if r["params"] is not None:
+            _, params, tflop = newest[r["system"]]
+            if r["params"] != params:
+                label += f", former {r['params']:,}-parameter network"
+            elif None not in (r.get("tflop"), tflop) and r["tflop"] != tflop:
+                label += f", former recipe at {r['tflop']:g} TFLOP"
         groups.setdefault(label, {}).setdefault(r["measure"], []).append(r)
     labels = sorted(groups, key=lambda label: ("former" in label, list(groups).index(label)))
     measures = [m for m in MEASURES if any(m in g for g in groups.values())]

@@ -138,8 +138,13 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
         {"system": "keras tutorial", "wall_s": 300.0},
         {"system": "frontier_093", "seed": 0, "wall_s": 90.0, "params": 50},
         {"system": "keras tutorial", "wall_s": 500.0},
-        {"system": "convnet_5ep", "seed": 0, "wall_s": 100.0, "params": 160},
-        {"system": "convnet_5ep", "seed": 1, "wall_s": 140.0, "params": 160},
+        {"system": "convnet_5ep", "seed": 0, "wall_s": 100.0, "params": 160, "train_pflop": 0.0065},
+        {"system": "convnet_5ep", "seed": 1, "wall_s": 140.0, "params": 160, "train_pflop": 0.0065},
+    ]
+    # The same network, another recipe (more training FLOPs), timed on a later day.
+    new_recipe = [
+        {"system": "keras tutorial", "wall_s": 400.0},
+        {"system": "convnet_5ep", "seed": 0, "wall_s": 160.0, "params": 160, "train_pflop": 0.0074},
     ]
     results.write_text(
         "\n".join(
@@ -149,6 +154,7 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
                 keras_record("2026-12-01T10:00:00+00:00", "vs_keras", quiet_day),
                 keras_record("2026-12-02T10:00:00+00:00", "vs_keras", slow_day[1:]),
                 keras_record("2026-12-03T10:00:00+00:00", "frontier", frontier),
+                keras_record("2026-12-04T10:00:00+00:00", "frontier", new_recipe),
             ]
         )
         + "\n"
@@ -163,6 +169,7 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
         ("2026-12-01", "base", None, "peak memory"): 0.6,
         ("2026-12-03", "convnet_5ep", 50, "launch to exit"): 0.225,
         ("2026-12-03", "convnet_5ep", 160, "launch to exit"): 0.3,
+        ("2026-12-04", "convnet_5ep", 160, "launch to exit"): 0.4,
     }
     lines = common.keras_ratio_table(ratios).splitlines()
     assert lines[0] == (
@@ -172,7 +179,9 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
     assert lines[2:] == [
         "| `base` | 0.80 (0.50-1.10, 2 runs) | 0.50 (1 run) | - | 0.55 (0.50-0.60, 2 runs) "
         "| vs_keras 2026-11-28, vs_keras 2026-12-01 |",
-        "| `convnet_5ep` | - | - | 0.30 (1 run) | - | frontier 2026-12-03 |",
+        "| `convnet_5ep` | - | - | 0.40 (1 run) | - | frontier 2026-12-04 |",
         "| `convnet_5ep`, former 50-parameter network | - | - | 0.23 (1 run) | - "
+        "| frontier 2026-12-03 |",
+        "| `convnet_5ep`, former recipe at 6.5 TFLOP | - | - | 0.30 (1 run) | - "
         "| frontier 2026-12-03 |",
     ]
