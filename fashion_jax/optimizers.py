@@ -30,6 +30,11 @@ def _sgd(config, lr):
     )
 
 
+def _is_conv_kernel(p) -> bool:
+    """Muon's parameters: the HWIO convolution kernels (the only 4-D parameters here)."""
+    return p.ndim == 4
+
+
 def _muon(config, lr):
     """Muon on the convolution kernels, `sgd` on every other parameter (airbench94_muon's split).
 
@@ -41,7 +46,7 @@ def _muon(config, lr):
     conv = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
 
     def dimension_numbers(params):
-        return jax.tree.map(lambda p: conv if p.ndim == 4 else None, params)
+        return jax.tree.map(lambda p: conv if _is_conv_kernel(p) else None, params)
 
     kernels = optax.chain(
         optax.contrib.scale_by_muon(
@@ -57,7 +62,7 @@ def _muon(config, lr):
     )
     return optax.multi_transform(
         {"muon": kernels, "rest": _sgd(config, lr)},
-        lambda params: jax.tree.map(lambda p: "muon" if p.ndim == 4 else "rest", params),
+        lambda params: jax.tree.map(lambda p: "muon" if _is_conv_kernel(p) else "rest", params),
     )
 
 
