@@ -52,6 +52,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.momentum = 0.9  # SGD and Muon (0: plain SGD).
     c.nesterov = True  # SGD and Muon.
     c.muon_scale = 1.0  # Muon: the kernels' learning rate as a multiple of learning_rate.
+    c.muon_ns_steps = 5  # Muon: Newton-Schulz iterations per step (each ~3 kernel-size matmuls).
+    # Muon: rescale each kernel to Frobenius norm sqrt(output channels) before its step, so the
+    # steps keep one size relative to the kernel (airbench94_muon); off, kernel norms grow.
+    c.muon_renormalize = False
     c.schedule = "constant"  # "constant", "cosine", "onecycle" or "triangular" (see optimizers.py).
     c.warmup_epochs = 0.0
     c.label_smoothing = 0.0
@@ -205,6 +209,7 @@ _RANGES = {
     "distributed_timeout_seconds": (lambda v: v >= 1, "an integer >= 1"),
     "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "muon_scale": (lambda v: math.isfinite(v) and v > 0, "a finite number > 0"),
+    "muon_ns_steps": (lambda v: 1 <= v <= 20, "an integer in 1..20"),
     "steps_per_call": (lambda v: 0 <= v <= 100_000, "an integer in 0..100000 (0: by platform)"),
     "seed": (lambda v: 0 <= v < 2**32, "an integer in 0..2**32-1"),
     "batch_size": (lambda v: 1 <= v <= 1 << 20, "an integer in 1..1048576"),

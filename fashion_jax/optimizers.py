@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from fashion_jax import config as config_lib
@@ -35,14 +36,38 @@ def _is_conv_kernel(p) -> bool:
     return p.ndim == 4
 
 
+def _renormalized_first() -> optax.GradientTransformation:
+    """Makes each parameter's step `p -> p * sqrt(Cout) / |p| + update` (|p| its Frobenius norm,
+    Cout its last axis): the kernel is rescaled to its initial norm (`lecun_normal`'s expectation),
+    then stepped, as airbench94_muon does. Behind batch norm the rescaling changes no output, and
+    the orthogonal steps (Frobenius norm ~sqrt(Cout) x rate) keep one size relative to the kernel;
+    without it the kernels' norms grow during a run and their effective rate falls."""
+
+    def update(updates, state, params):
+        if params is None:
+            raise ValueError("muon_renormalize needs the parameters: pass params to update().")
+
+        def one(u, p):
+            scale = jnp.sqrt(jnp.asarray(p.shape[-1], p.dtype)) / (
+                jnp.linalg.norm(p.ravel()) + 1e-12
+            )
+            return u + (scale - 1) * p
+
+        return jax.tree.map(one, updates, params), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def _muon(config, lr):
     """Muon on the convolution kernels, `sgd` on every other parameter (airbench94_muon's split).
 
-    Each HWIO kernel's momentum is orthogonalised as one (H*W*Cin, Cout) matrix by Newton-Schulz
-    iterations (`optax.contrib.scale_by_muon`, with `momentum` as its beta and `nesterov`), then
-    decayed by `weight_decay` (decoupled) and scaled by the schedule times `muon_scale`. Dense
-    kernels, biases and batch-norm parameters take Nesterov SGD at the schedule's rate, as `sgd`.
-    (`optax.contrib.muon` alone would send 4-D kernels to AdamW without saying so.)"""
+    Each HWIO kernel's momentum is orthogonalised as one (H*W*Cin, Cout) matrix by
+    `muon_ns_steps` Newton-Schulz iterations (`optax.contrib.scale_by_muon`, with `momentum` as
+    its beta and `nesterov`), then decayed by `weight_decay` (decoupled) and scaled by the
+    schedule times `muon_scale`; with `muon_renormalize`, each kernel is first rescaled to
+    Frobenius norm sqrt(Cout) (`_renormalized_first`). Dense kernels, biases and batch-norm
+    parameters take Nesterov SGD at the schedule's rate, as `sgd`. (`optax.contrib.muon` alone
+    would send 4-D kernels to AdamW without saying so.)"""
     conv = optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
 
     def dimension_numbers(params):
@@ -52,6 +77,7 @@ def _muon(config, lr):
         optax.contrib.scale_by_muon(
             beta=config.momentum,
             nesterov=config.nesterov,
+            ns_steps=config.muon_ns_steps,
             weight_dimension_numbers=dimension_numbers,
         ),
         optax.identity()
@@ -59,6 +85,7 @@ def _muon(config, lr):
         else optax.add_decayed_weights(config.weight_decay),
         optax.scale_by_learning_rate(lr),
         optax.scale(config.muon_scale),
+        _renormalized_first() if config.muon_renormalize else optax.identity(),
     )
     return optax.multi_transform(
         {"muon": kernels, "rest": _sgd(config, lr)},

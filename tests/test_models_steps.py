@@ -108,3 +108,56 @@ def test_muon_orthogonalises_conv_kernels_and_steps_the_rest_with_sgd():
         state, metrics = jax.jit(train_step)(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_muon_options_renormalise_kernels_and_set_the_newton_schulz_iterations():
+    config = get_config()
+    config.optimizer, config.learning_rate, config.model = "muon", 0.05, "convnet_s"
+    config.weight_decay = 0.0
+    batch, step = fixed_batch(), jax.jit(train_step)
+
+    def first_step(**options):
+        config.update(options)
+        state = create_train_state(jax.random.key(0), config)
+        return state.params, step(state, batch)[0].params
+
+    def kernels(tree):
+        return [x for x in jax.tree.leaves(tree) if x.ndim == 4]
+
+    before, plain = first_step(muon_renormalize=False)
+    _, renormalised = first_step(muon_renormalize=True)
+    # The same orthogonal step, taken from the kernel rescaled to norm sqrt(Cout); the rest as is.
+    for p, a, b in zip(
+        jax.tree.leaves(before), jax.tree.leaves(plain), jax.tree.leaves(renormalised)
+    ):
+        if p.ndim == 4:
+            rescaled = p * np.sqrt(p.shape[-1]) / np.linalg.norm(p)
+            np.testing.assert_allclose(b, rescaled + (a - p), rtol=1e-5, atol=1e-6)
+            assert abs(np.linalg.norm(rescaled) / np.linalg.norm(p) - 1) > 1e-4  # It moved.
+        else:
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+    # Over many steps the renormalised kernels keep their norm; the plain ones grow.
+    def norms_after(renormalise, n=30):
+        config.update(muon_renormalize=renormalise, learning_rate=0.3)
+        state = create_train_state(jax.random.key(0), config)
+        for _ in range(n):
+            state = step(state, batch)[0]
+        return [np.linalg.norm(k) / np.sqrt(k.shape[-1]) for k in kernels(state.params)]
+
+    assert all(r < 1.35 for r in norms_after(True)), norms_after(True)
+    assert all(r > 1.5 for r in norms_after(False)), norms_after(False)
+
+    # Fewer Newton-Schulz iterations orthogonalise less: the singular values of the kernels'
+    # steps lie further apart (smallest over largest).
+    config.update(muon_renormalize=False, learning_rate=0.05)
+    evenness = {}
+    for n in (1, 5):
+        config.muon_ns_steps = n
+        p, after = first_step()
+        singular = [
+            np.linalg.svd((a - b).reshape(-1, a.shape[-1]), compute_uv=False)
+            for a, b in zip(kernels(after), kernels(p))
+        ]
+        evenness[n] = min(s.min() / s.max() for s in singular)
+    assert evenness[5] > 0.25 > evenness[1], evenness
