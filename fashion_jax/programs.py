@@ -176,8 +176,13 @@ def costs_on_cpu(config, abstract_state, train) -> dict[str, Any]:
     Where the CPU cannot count (no CPU backend under `JAX_PLATFORMS=cuda`, a model with an
     accelerator-only op) the FLOPs are None ("n/a"), never the accelerator's undercount, and
     training goes on."""
+    why = "the host CPU could not compile the step"
     try:
-        cpu = jax.local_devices(backend="cpu")[:1]
+        try:
+            cpu = jax.local_devices(backend="cpu")[:1]
+        except RuntimeError:
+            why = "this process has no CPU backend (JAX_PLATFORMS)"
+            raise
         mesh = jax.sharding.Mesh(cpu, (sharding.DATA_AXIS,))
         repl = sharding.replicated(mesh)
 
@@ -194,7 +199,7 @@ def costs_on_cpu(config, abstract_state, train) -> dict[str, Any]:
             image = jax.ShapeDtypeStruct(train.images.shape[1:], train.images.dtype)
             return model_costs(state, chunk, image, 1)
     except Exception as e:  # noqa: BLE001 - counting FLOPs must never stop a run.
-        print(f"FLOPs not counted (the host CPU could not compile the step: {type(e).__name__})")
+        print(f"FLOPs not counted ({why}: {type(e).__name__})")
         return {
             "params": param_count(abstract_state),
             "forward_flops": None,

@@ -199,7 +199,7 @@ def test_summary_describes_the_trained_state_and_fewer_epochs_than_trained_are_r
 
 
 def test_runs_off_the_cpu_count_flops_on_the_cpu_backend_with_a_cpu_runs_figures(
-    tiny_idx, tiny_tfds, monkeypatch
+    tiny_idx, tiny_tfds, monkeypatch, capsys
 ):
     # XLA's GPU cost analysis counts nothing for the convolutions cuDNN runs, so a run on an
     # accelerator counts on the host's CPU backend (programs.costs_on_cpu): the same figures as
@@ -225,8 +225,10 @@ def test_runs_off_the_cpu_count_flops_on_the_cpu_backend_with_a_cpu_runs_figures
         raise RuntimeError(f"Unknown backend {backend}")  # What JAX_PLATFORMS=cuda gives.
 
     monkeypatch.setattr(programs.jax, "local_devices", no_cpu_backend)
+    capsys.readouterr()
     unknown = programs.costs_on_cpu(config, progs.abstract_state, splits["train"])
     assert unknown == {**progs.costs, "forward_flops": None, "train_step_flops": None}
+    assert "FLOPs not counted (this process has no CPU backend" in capsys.readouterr().out
 
 
 def test_the_workdir_lock_refuses_a_second_trainer_and_dies_with_its_holder(tmp_path):
