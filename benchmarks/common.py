@@ -219,6 +219,32 @@ MEASURES = [
 ]
 
 
+# Config keys that say where and how a run happens, not what it trains: left out of a row's
+# "config" (`training_config`), so that two runs of one recipe on two machines compare equal.
+OPERATIONAL_KEYS = frozenset(
+    "checkpoint_every_steps continue_with_changed_code coordinator_address data_dir distributed "
+    "distributed_timeout_seconds download eval_batch_size idx_dir keep_checkpoints "
+    "log_every_steps model_dir num_processes process_id progress_bar seed steps_per_call".split()
+)
+
+
+def training_config(workdir: Path) -> dict:
+    """What a run trained (its config.json less `OPERATIONAL_KEYS`): recorded with a timed row,
+    so that `keras_ratio_table` tells a recipe's former configs apart from its current one."""
+    saved = json.loads((Path(workdir) / "config.json").read_text())
+    return {k: v for k, v in sorted(saved.items()) if k not in OPERATIONAL_KEYS}
+
+
+def config_differences(old: dict | None, new: dict | None, limit: int = 3) -> str:
+    """ "label_smoothing 0.1, optimizer sgd": `old`'s values of the keys both configs hold and
+    that differ (a key added since `old` was recorded is not a difference); "" when none."""
+    if not old or not new:
+        return ""
+    keys = [k for k in old if k in new and old[k] != new[k]]
+    shown = [f"{k} {json.dumps(old[k]) if not isinstance(old[k], str) else old[k]}" for k in keys]
+    return ", ".join(shown[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 def _recipe(system: str) -> str:
     """A recorded system's recipe name: "fashion_jax base" -> "base", former names renamed."""
     name = system.removeprefix("fashion_jax ")
@@ -230,9 +256,9 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
     rows and ours, alternated), never across runs.
 
     One dict per run, recipe and measure: "run" (the run's recorded start), "date", "benchmark",
-    "system" (the recipe's current name), "params" and "tflop" (its training TFLOP; each None when
-    not recorded), "measure" (words of KERAS_MEASURES) and "ratio": the median of the recipe's rows
-    in that run over the median of Keras' rows in that run.
+    "system" (the recipe's current name), "params", "tflop" (its training TFLOP) and "config"
+    (`training_config`; each None when not recorded), "measure" (words of KERAS_MEASURES) and
+    "ratio": the median of the recipe's rows in that run over the median of Keras' rows in that run.
     """
     out = []
     for line in (path or RESULTS).read_text().splitlines():
@@ -245,8 +271,10 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
         for r in entry["rows"]:
             if r not in keras:
                 tflop = round(r["train_pflop"] * 1000, 2) if r.get("train_pflop") else None
-                ours.setdefault((_recipe(r["system"]), r.get("params"), tflop), []).append(r)
-        for (system, params, tflop), rows in ours.items():
+                config = json.dumps(r.get("config"), sort_keys=True)
+                key = (_recipe(r["system"]), r.get("params"), tflop, config)
+                ours.setdefault(key, []).append(r)
+        for (system, params, tflop, config), rows in ours.items():
             for column, measure in measures.items():
                 mine = [r[column] for r in rows if r.get(column) is not None]
                 theirs = [r[column] for r in keras if r.get(column) is not None]
@@ -260,6 +288,7 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
                             "system": system,
                             "params": params,
                             "tflop": tflop,
+                            "config": json.loads(config),
                             "measure": measure,
                             "ratio": ratio,
                         }
@@ -272,24 +301,32 @@ def keras_ratio_table(ratios: list[dict]) -> str:
     cell the median (min-max, number of runs) over the recorded runs; last, the runs behind the row.
 
     Ratios of a recipe recorded with another parameter count than its newest run's (a former
-    network under the same or a former name), or with the same count but other training FLOPs (a
-    former recipe: optimizer, batch or length), get a row of their own. A change that keeps both
-    (a smoothing, say) is not told apart.
+    network under the same or a former name), or with the same count but another config (a former
+    recipe, named by its differing values) get a row of their own. Rows recorded before configs
+    were (no "config") are told apart by their training FLOPs only ("former recipe at X TFLOP").
     """
-    newest: dict[str, tuple[str, int, float | None]] = {}
-    for r in ratios:
-        if r["params"] is not None and r["run"] >= newest.get(r["system"], ("", 0))[0]:
-            newest[r["system"]] = (r["run"], r["params"], r.get("tflop"))
+
+    def newest(field: str) -> dict[str, dict]:
+        """{system: its newest ratio that recorded `field`}."""
+        out: dict[str, dict] = {}
+        for r in ratios:
+            if r.get(field) is not None and r["run"] >= out.get(r["system"], {"run": ""})["run"]:
+                out[r["system"]] = r
+        return out
+
+    by_params, by_config = newest("params"), newest("config")
     groups: dict[str, dict[str, list[dict]]] = {}
     for r in ratios:
         recipe, _, how = r["system"].partition(", ")  # "fast, cached": the recipe, then how.
         label = f"`{recipe}`" + (f", {how}" if how else "")
-        if r["params"] is not None:
-            _, params, tflop = newest[r["system"]]
-            if r["params"] != params:
-                label += f", former {r['params']:,}-parameter network"
-            elif None not in (r.get("tflop"), tflop) and r["tflop"] != tflop:
-                label += f", former recipe at {r['tflop']:g} TFLOP"
+        now = by_params.get(r["system"], {})
+        changed = config_differences(r.get("config"), by_config.get(r["system"], {}).get("config"))
+        if r["params"] is not None and r["params"] != now["params"]:
+            label += f", former {r['params']:,}-parameter network"
+        elif changed:
+            label += f", former recipe ({changed})"
+        elif None not in (r.get("tflop"), now.get("tflop")) and r["tflop"] != now["tflop"]:
+            label += f", former recipe at {r['tflop']:g} TFLOP"
         groups.setdefault(label, {}).setdefault(r["measure"], []).append(r)
     labels = sorted(groups, key=lambda label: ("former" in label, list(groups).index(label)))
     measures = [m for m in MEASURES if any(m in g for g in groups.values())]

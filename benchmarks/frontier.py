@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     run_timed,
     runner_command,
     table,
+    training_config,
 )
 
 FIGURE = ROOT / "docs" / "figures" / "frontier_wall.png"
@@ -60,6 +61,7 @@ def run_recipe(recipe: str, seed: int) -> dict:
         if code != 0:
             raise SystemExit(f"fashion_jax {recipe} (seed {seed}) failed")
         s = json.loads((workdir / "summary.json").read_text())
+        config = training_config(workdir)
     return {
         "system": recipe,
         "seed": seed,
@@ -72,6 +74,7 @@ def run_recipe(recipe: str, seed: int) -> dict:
         "forward_mflop": (s.get("forward_flops_per_image") or 0) / 1e6 or None,
         "train_pflop": (s.get("train_flops_total") or 0) / 1e15 or None,
         "peak_rss_mb": rss,
+        "config": config,
     }
 
 

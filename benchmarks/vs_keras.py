@@ -22,7 +22,6 @@ run (this script's and benchmarks/frontier.py's), each computed within its run, 
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from common import (  # noqa: E402
     run_timed,
     runner_command,
     table,
+    training_config,
 )
 
 COLUMNS = [
@@ -84,8 +84,11 @@ def run_ours(recipe, epochs, cache: Path, label=""):
         env = {"JAX_COMPILATION_CACHE_DIR": str(cache)}
         records, rss, _, code = run_timed(cmd, metrics_file=workdir / "metrics.jsonl", env=env)
         assert code == 0, f"fashion_jax {recipe} failed"
-        batch = json.loads((workdir / "config.json").read_text())["batch_size"]
-    return summarize(f"fashion_jax {recipe}{label}", records, rss, batch)
+        config = training_config(workdir)
+    return {
+        **summarize(f"fashion_jax {recipe}{label}", records, rss, config["batch_size"]),
+        "config": config,
+    }
 
 
 def main():

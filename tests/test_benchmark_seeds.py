@@ -141,10 +141,23 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
         {"system": "convnet_5ep", "seed": 0, "wall_s": 100.0, "params": 160, "train_pflop": 0.0065},
         {"system": "convnet_5ep", "seed": 1, "wall_s": 140.0, "params": 160, "train_pflop": 0.0065},
     ]
-    # The same network, another recipe (more training FLOPs), timed on a later day.
+    # The same network, another recipe (more training FLOPs), timed on a later day; then a
+    # change that keeps parameters and FLOPs (a smoothing), told apart by the recorded configs
+    # (a key added since the older row, "tta_shift", is no difference).
+    config = {"optimizer": "muon", "label_smoothing": 0.1}
     new_recipe = [
         {"system": "keras tutorial", "wall_s": 400.0},
         {"system": "convnet_5ep", "seed": 0, "wall_s": 160.0, "params": 160, "train_pflop": 0.0074},
+    ]
+    smoothed = [
+        {"system": "keras tutorial", "wall_s": 400.0},
+        {**new_recipe[1], "wall_s": 180.0, "config": config},
+        {"system": "keras tutorial", "wall_s": 100.0},
+        {**new_recipe[1], "wall_s": 50.0, "config": {**config, "label_smoothing": 0.2}},
+    ]
+    added_key = [
+        {"system": "keras tutorial", "wall_s": 100.0},
+        {**smoothed[3], "wall_s": 70.0, "config": {**smoothed[3]["config"], "tta_shift": 0}},
     ]
     results.write_text(
         "\n".join(
@@ -155,12 +168,17 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
                 keras_record("2026-12-02T10:00:00+00:00", "vs_keras", slow_day[1:]),
                 keras_record("2026-12-03T10:00:00+00:00", "frontier", frontier),
                 keras_record("2026-12-04T10:00:00+00:00", "frontier", new_recipe),
+                keras_record("2026-12-05T10:00:00+00:00", "frontier", smoothed),
+                keras_record("2026-12-06T10:00:00+00:00", "frontier", added_key),
             ]
         )
         + "\n"
     )
     ratios = common.keras_ratios(results)
     got = {(r["date"], r["system"], r["params"], r["measure"]): r["ratio"] for r in ratios}
+    on_the_5th = [r["ratio"] for r in ratios if r["date"] == "2026-12-05"]
+    assert on_the_5th == [180 / 250, 50 / 250]  # One ratio per config, not one median of both.
+    del got[("2026-12-05", "convnet_5ep", 160, "launch to exit")]
     assert got == {
         ("2026-11-28", "base", None, "epoch time"): 0.5,
         ("2026-11-28", "base", None, "launch to 0.90 accuracy"): 0.5,
@@ -170,6 +188,7 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
         ("2026-12-03", "convnet_5ep", 50, "launch to exit"): 0.225,
         ("2026-12-03", "convnet_5ep", 160, "launch to exit"): 0.3,
         ("2026-12-04", "convnet_5ep", 160, "launch to exit"): 0.4,
+        ("2026-12-06", "convnet_5ep", 160, "launch to exit"): 0.7,
     }
     lines = common.keras_ratio_table(ratios).splitlines()
     assert lines[0] == (
@@ -179,9 +198,13 @@ def test_keras_ratios_are_taken_within_one_run(tmp_path):
     assert lines[2:] == [
         "| `base` | 0.80 (0.50-1.10, 2 runs) | 0.50 (1 run) | - | 0.55 (0.50-0.60, 2 runs) "
         "| vs_keras 2026-11-28, vs_keras 2026-12-01 |",
-        "| `convnet_5ep` | - | - | 0.40 (1 run) | - | frontier 2026-12-04 |",
+        # The run of the 4th recorded no config: it cannot be told from the current recipe.
+        "| `convnet_5ep` | - | - | 0.40 (0.20-0.70, 3 runs) | - "
+        "| frontier 2026-12-04, frontier 2026-12-05, frontier 2026-12-06 |",
         "| `convnet_5ep`, former 50-parameter network | - | - | 0.23 (1 run) | - "
         "| frontier 2026-12-03 |",
         "| `convnet_5ep`, former recipe at 6.5 TFLOP | - | - | 0.30 (1 run) | - "
         "| frontier 2026-12-03 |",
+        "| `convnet_5ep`, former recipe (label_smoothing 0.1) | - | - | 0.72 (1 run) | - "
+        "| frontier 2026-12-05 |",
     ]
