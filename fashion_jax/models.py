@@ -143,32 +143,58 @@ class ResNetSmall(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)
 
 
+def dirac_first(base: Any) -> Any:
+    """An initializer for HWIO kernels: `base`, with its first min(Cin, Cout) output filters
+    replaced by identities (1 at the centre tap from input channel i to output channel i, 0
+    elsewhere), so each block starts by passing its input channels through (airbench's
+    `dirac_` init)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        kernel = base(key, shape, dtype)
+        h, w, cin, cout = shape
+        n = min(cin, cout)
+        eye = jnp.zeros((h, w, cin, n), dtype).at[h // 2, w // 2].set(jnp.eye(cin, n, dtype=dtype))
+        return kernel.at[..., :n].set(eye)
+
+    return init
+
+
+ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
+
+
 class ConvBlock(nn.Module):
-    """3x3 SAME convolution (no bias) -> (2x2 max pool) -> batch norm -> ReLU, the airbench block
-    order: the normalization and activation run on the pooled, 4x smaller tensor.
+    """3x3 SAME convolution (no bias) -> (2x2 max pool) -> batch norm -> activation, the airbench
+    block order: the normalization and activation run on the pooled, 4x smaller tensor.
 
     The parameters are those of `nn.Conv(features, (3, 3), use_bias=False)` ("kernel", directly in
-    the block) and `nn.BatchNorm` ("BatchNorm_0"); `formulation` as in `SeedCNN`.
+    the block) and `nn.BatchNorm` ("BatchNorm_0"); `formulation` as in `SeedCNN`; the other
+    fields as in `ConvNet`.
     """
 
     features: int
     pool: bool = False
     bn_momentum: float = 0.9
+    bn_scale: bool = True
+    activation: str = "relu"
+    dirac_init: bool = False
     dtype: Any = jnp.float32
     formulation: str = "fast"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         """x: float[B, H, W, Cin] -> float[B, H, W, features] (H // 2, W // 2 with `pool`)."""
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
-        )
+        init = nn.initializers.lecun_normal()
+        init = dirac_first(init) if self.dirac_init else init
+        kernel = self.param("kernel", init, (3, 3, x.shape[-1], self.features))
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         y = conv_pool(x, kernel, padding="SAME", pool=self.pool, formulation=self.formulation)
         y = nn.BatchNorm(
-            use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            use_scale=self.bn_scale,
+            dtype=self.dtype,
         )(y)
-        return nn.relu(y)
+        return ACTIVATIONS[self.activation](y)
 
 
 class ConvNet(nn.Module):
@@ -178,20 +204,39 @@ class ConvNet(nn.Module):
 
     widths: the channels of the pooling blocks; extra: (after_block, width) pairs of non-pooling
     blocks inserted after the given pooling block (0-based); formulation: as in `SeedCNN`.
+    airbench's network options, all off by default: activation "gelu" (tanh approximation)
+    instead of "relu"; dirac_init, each kernel's first min(Cin, Cout) filters initialised as
+    identities (`dirac_first`); bn_scale=False, batch norm without its learned scale (held at 1).
     """
 
     num_classes: int = 10
     widths: tuple[int, ...] = (24, 48, 96)
     extra: tuple[tuple[int, int], ...] = ()
     bn_momentum: float = 0.9
+    bn_scale: bool = True
+    activation: str = "relu"
+    dirac_init: bool = False
     dtype: Any = jnp.float32
     formulation: str = "fast"
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"ConvNet activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}"
+            )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """x: float32[B, 28, 28, 1] in [0, 1] -> logits float32[B, num_classes]."""
         block = functools.partial(
-            ConvBlock, bn_momentum=self.bn_momentum, dtype=self.dtype, formulation=self.formulation
+            ConvBlock,
+            bn_momentum=self.bn_momentum,
+            bn_scale=self.bn_scale,
+            activation=self.activation,
+            dirac_init=self.dirac_init,
+            dtype=self.dtype,
+            formulation=self.formulation,
         )
         x = x - 0.286  # The training set's mean pixel.
         n = 0  # Blocks are named ConvBlock_0, ConvBlock_1, ... in order.

@@ -1,3 +1,4 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -162,3 +163,52 @@ def test_muon_options_renormalise_kernels_and_set_the_newton_schulz_iterations()
         ]
         evenness[n] = min(s.min() / s.max() for s in singular)
     assert evenness[5] > 0.25 > evenness[1], evenness
+
+
+def test_convnet_airbench_options_dirac_init_gelu_and_no_bn_scale():
+    from fashion_jax.errors import ConfigError
+    from fashion_jax.models import ConvNet, build
+
+    x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+
+    def init(**options):
+        return ConvNet(widths=(8, 16), **options).init(jax.random.key(0), x)
+
+    plain, dirac = init(), init(dirac_init=True)
+    k_plain, k_dirac = (
+        plain["params"]["ConvBlock_1"]["kernel"],
+        dirac["params"]["ConvBlock_1"]["kernel"],
+    )
+    assert k_dirac.shape == (3, 3, 8, 16)
+    identity = np.zeros((3, 3, 8, 8), np.float32)
+    identity[1, 1] = np.eye(8)
+    np.testing.assert_array_equal(k_dirac[..., :8], identity)
+    np.testing.assert_array_equal(k_dirac[..., 8:], k_plain[..., 8:])  # the other filters: lecun
+    assert float(jnp.abs(k_plain[..., :8] - identity).max()) > 0.1
+    # The 1-channel input's block: filter 0 passes the image through, the other 7 are lecun's.
+    np.testing.assert_array_equal(
+        dirac["params"]["ConvBlock_0"]["kernel"][..., 0].ravel(), [0, 0, 0, 0, 1, 0, 0, 0, 0]
+    )
+
+    # One activation, applied to the same normalised tensor: relu(z) where relu's output is
+    # positive equals z, so gelu's output there is gelu(relu's output); elsewhere gelu is <= 0.
+    def block_output(activation):
+        _, state = ConvNet(widths=(8, 16), activation=activation).apply(
+            plain, x, capture_intermediates=True, mutable=["intermediates"]
+        )
+        return state["intermediates"]["ConvBlock_0"]["__call__"][0]
+
+    r, g = block_output("relu"), block_output("gelu")
+    assert float(r.min()) == 0.0 and float(g.min()) < -0.1
+    positive = r > 0
+    np.testing.assert_allclose(g[positive], nn.gelu(r[positive]), rtol=1e-5, atol=1e-6)
+    assert float(g[~positive].max()) <= 0.0
+
+    no_scale = init(bn_scale=False)
+    assert "scale" not in no_scale["params"]["ConvBlock_0"]["BatchNorm_0"]
+    assert n_params(plain["params"]) - n_params(no_scale["params"]) == 8 + 16
+
+    config = get_config()
+    config.model, config.model_kwargs = "convnet_s", {"activation": "tanh"}
+    with pytest.raises(ConfigError, match=r"activation 'tanh' is not one of \['gelu', 'relu'\]"):
+        build(config, num_classes=10)
