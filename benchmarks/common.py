@@ -271,10 +271,10 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
         for r in entry["rows"]:
             if r not in keras:
                 tflop = round(r["train_pflop"] * 1000, 2) if r.get("train_pflop") else None
-                config = json.dumps(r.get("config"), sort_keys=True)
+                config = json.dumps(r.get("config"), sort_keys=True)  # hashable, to group by
                 key = (_recipe(r["system"]), r.get("params"), tflop, config)
                 ours.setdefault(key, []).append(r)
-        for (system, params, tflop, config), rows in ours.items():
+        for (system, params, tflop, _), rows in ours.items():
             for column, measure in measures.items():
                 mine = [r[column] for r in rows if r.get(column) is not None]
                 theirs = [r[column] for r in keras if r.get(column) is not None]
@@ -288,7 +288,7 @@ def keras_ratios(path: Path | None = None) -> list[dict]:
                             "system": system,
                             "params": params,
                             "tflop": tflop,
-                            "config": json.loads(config),
+                            "config": rows[0].get("config"),  # the group's one config
                             "measure": measure,
                             "ratio": ratio,
                         }
