@@ -245,3 +245,33 @@ def test_steps_per_call_values_put_the_platform_default_first(value, platform, e
     from kit.throughput import steps_per_call_values
 
     assert steps_per_call_values(argparse.Namespace(steps_per_call=value), platform) == expected
+
+
+@pytest.mark.parametrize("platform, calls", [("gpu", 2), ("cpu", 3)])
+def test_step_flops_are_recounted_on_the_host_once_per_configuration_off_the_cpu(
+    monkeypatch, platform, calls
+):
+    import types
+
+    from kit import throughput
+
+    counted = []
+
+    def run_costs(platform_, config, state, compiled, split, n):
+        counted.append((platform_, config))
+        return {"train_step_flops": 1e9 * len(counted)}
+
+    monkeypatch.setattr(throughput.programs, "run_costs", run_costs)
+    device = types.SimpleNamespace(platform=platform)
+    mesh = types.SimpleNamespace(devices=types.SimpleNamespace(flat=[device], size=1))
+    ctx = types.SimpleNamespace(mesh=mesh, step_flops={})
+    rows = [
+        {"model": "seed_cnn", "config": "seed", "batch": 64, "dtype": "float32", "k": k}
+        for k in (1, 8)
+    ] + [{"model": "seed_cnn", "config": "seed", "batch": 64, "dtype": "bfloat16", "k": 1}]
+    got = [throughput.step_flops(ctx, r, f"k={r['k']}", None, None, None) for r in rows]
+    assert len(counted) == calls and all(p == platform for p, _ in counted)
+    if platform == "gpu":  # k=8 reuses k=1's recount; another dtype is counted anew.
+        assert got == [1e9, 1e9, 2e9]
+    else:  # On the CPU each row's own compiled program is read.
+        assert got == [1e9, 2e9, 3e9]

@@ -37,8 +37,9 @@ class Clock:
 
 @dataclasses.dataclass
 class Context:
-    """One kit run: its arguments, clock, mesh, the recipes, the results line and the peaks
-    (TFLOP/s per device by dtype, once the peak section has run)."""
+    """One kit run: its arguments, clock, mesh, the recipes, the results line, the peaks
+    (TFLOP/s per device by dtype, once the peak section has run) and the FLOPs per step counted
+    on the host's CPU for runs off it, by (model, config, batch, dtype)."""
 
     args: Any
     clock: Clock
@@ -46,6 +47,7 @@ class Context:
     recipes: list[tuple[str, Any]]
     results: Any
     peaks: dict[str, float] = dataclasses.field(default_factory=dict)
+    step_flops: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def platform(self) -> str:
