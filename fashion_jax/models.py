@@ -174,6 +174,7 @@ class ConvBlock(nn.Module):
     features: int
     pool: bool = False
     bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
     bn_scale: bool = True
     activation: str = "relu"
     dirac_init: bool = False
@@ -191,6 +192,7 @@ class ConvBlock(nn.Module):
         y = nn.BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
             use_scale=self.bn_scale,
             dtype=self.dtype,
         )(y)
@@ -207,12 +209,15 @@ class ConvNet(nn.Module):
     airbench's network options, all off by default: activation "gelu" (tanh approximation)
     instead of "relu"; dirac_init, each kernel's first min(Cin, Cout) filters initialised as
     identities (`dirac_first`); bn_scale=False, batch norm without its learned scale (held at 1).
+    bn_momentum is flax's (the running statistics' weight on their old value: PyTorch's 0.6 is
+    0.4 here); bn_epsilon is added to the batch variance (airbench: 1e-12).
     """
 
     num_classes: int = 10
     widths: tuple[int, ...] = (24, 48, 96)
     extra: tuple[tuple[int, int], ...] = ()
     bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
     bn_scale: bool = True
     activation: str = "relu"
     dirac_init: bool = False
@@ -232,6 +237,7 @@ class ConvNet(nn.Module):
         block = functools.partial(
             ConvBlock,
             bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
             bn_scale=self.bn_scale,
             activation=self.activation,
             dirac_init=self.dirac_init,

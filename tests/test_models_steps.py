@@ -165,7 +165,7 @@ def test_muon_options_renormalise_kernels_and_set_the_newton_schulz_iterations()
     assert evenness[5] > 0.25 > evenness[1], evenness
 
 
-def test_convnet_airbench_options_dirac_init_gelu_and_no_bn_scale():
+def test_convnet_airbench_options_dirac_init_gelu_bn_epsilon_and_no_bn_scale():
     from fashion_jax.errors import ConfigError
     from fashion_jax.models import ConvNet, build
 
@@ -203,6 +203,22 @@ def test_convnet_airbench_options_dirac_init_gelu_and_no_bn_scale():
     positive = r > 0
     np.testing.assert_allclose(g[positive], nn.gelu(r[positive]), rtol=1e-5, atol=1e-6)
     assert float(g[~positive].max()) <= 0.0
+
+    # bn_epsilon: on a faint image (conv outputs of variance ~1e-8) flax's 1e-5 swamps the batch
+    # variance; airbench's 1e-12 normalises it to unit variance (relu: half-normal, std ~0.58).
+    faint = 0.286 + (x - 0.5) * 1e-4  # The network subtracts 0.286, the mean pixel.
+
+    def faint_block_std(**options):
+        _, state = ConvNet(widths=(8, 16), **options).apply(
+            plain,
+            faint,
+            train=True,
+            capture_intermediates=True,
+            mutable=["intermediates", "batch_stats"],
+        )
+        return float(state["intermediates"]["ConvBlock_0"]["__call__"][0].std())
+
+    assert faint_block_std() < 0.05 < 0.4 < faint_block_std(bn_epsilon=1e-12)
 
     no_scale = init(bn_scale=False)
     assert "scale" not in no_scale["params"]["ConvBlock_0"]["BatchNorm_0"]
