@@ -162,6 +162,56 @@ def dirac_first(base: Any) -> Any:
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
 
 
+def whitening_kernel(x: jnp.ndarray, size: int = 2, eps: float = 5e-4) -> jnp.ndarray:
+    """airbench's patch-whitening filters, fitted on images x: float[B, H, W, C].
+
+    The (uncentred) covariance of all size x size patches, eigendecomposed; each eigenvector
+    divided by sqrt(its eigenvalue + eps) is a filter, and so is its negative: returns
+    float32[size, size, C, 2 * size * size * C] (HWIO), so the filtered patches have ~unit
+    variance in every direction (the eps keeps near-empty directions from being blown up)."""
+    x = x.astype(jnp.float32)
+    b, h, w, c = x.shape
+    oh, ow = h - size + 1, w - size + 1
+    patches = jnp.concatenate(
+        [x[:, i : i + oh, j : j + ow, :] for i in range(size) for j in range(size)], axis=-1
+    ).reshape(-1, size * size * c)
+    eigenvalues, eigenvectors = jnp.linalg.eigh(patches.T @ patches / patches.shape[0])
+    filters = eigenvectors / jnp.sqrt(eigenvalues + eps)  # columns: (i, j, c) -> one filter
+    kernel = filters.reshape(size, size, c, size * size * c)
+    return jnp.concatenate([kernel, -kernel], axis=-1)
+
+
+class PatchWhiten(nn.Module):
+    """airbench's frozen first layer: a 2x2 VALID convolution whose filters whiten the image's
+    2x2 patches (`whitening_kernel`), plus a learned bias. H x W -> (H - 1) x (W - 1), C ->
+    8C channels.
+
+    The filters are data, not parameters: they live in "batch_stats" (beside batch norm's
+    statistics, so checkpoints, export and population members carry them) and are fitted, in the
+    train step, on the first training batch the module sees ("fitted" turns 1); every later call
+    uses them unchanged. Before that first training batch they are zero."""
+
+    size: int = 2
+    dtype: Any = jnp.float32
+    formulation: str = "fast"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        c = x.shape[-1]
+        shape = (self.size, self.size, c, 2 * self.size * self.size * c)
+        kernel = self.variable("batch_stats", "kernel", jnp.zeros, shape, jnp.float32)
+        fitted = self.variable("batch_stats", "fitted", jnp.zeros, (), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (shape[-1],))
+        if train:
+            k = jnp.where(fitted.value > 0, kernel.value, whitening_kernel(x, self.size))
+            if not self.is_initializing():
+                kernel.value, fitted.value = k, jnp.ones((), jnp.float32)
+        else:
+            k = kernel.value
+        x, k = x.astype(self.dtype), k.astype(self.dtype)
+        return conv_pool(x, k, bias.astype(self.dtype), formulation=self.formulation)
+
+
 class ConvBlock(nn.Module):
     """3x3 SAME convolution (no bias) -> (2x2 max pool) -> batch norm -> activation, the airbench
     block order: the normalization and activation run on the pooled, 4x smaller tensor.
@@ -210,7 +260,9 @@ class ConvNet(nn.Module):
     instead of "relu"; dirac_init, each kernel's first min(Cin, Cout) filters initialised as
     identities (`dirac_first`); bn_scale=False, batch norm without its learned scale (held at 1).
     bn_momentum is flax's (the running statistics' weight on their old value: PyTorch's 0.6 is
-    0.4 here); bn_epsilon is added to the batch variance (airbench: 1e-12).
+    0.4 here); bn_epsilon is added to the batch variance (airbench: 1e-12). whiten: airbench's
+    frozen 2x2 patch-whitening layer first (`PatchWhiten`, fitted on the first training batch),
+    then the activation; the image shrinks by one pixel (28 -> 27 -> 13 -> 6 -> 3 px).
     """
 
     num_classes: int = 10
@@ -221,6 +273,7 @@ class ConvNet(nn.Module):
     bn_scale: bool = True
     activation: str = "relu"
     dirac_init: bool = False
+    whiten: bool = False
     dtype: Any = jnp.float32
     formulation: str = "fast"
 
@@ -245,6 +298,9 @@ class ConvNet(nn.Module):
             formulation=self.formulation,
         )
         x = x - 0.286  # The training set's mean pixel.
+        if self.whiten:  # 28 -> 27 px, 8 channels per input channel, then the activation.
+            whiten = PatchWhiten(dtype=self.dtype, formulation=self.formulation)
+            x = ACTIVATIONS[self.activation](whiten(x, train))
         n = 0  # Blocks are named ConvBlock_0, ConvBlock_1, ... in order.
         for i, width in enumerate(self.widths):
             x = block(width, pool=True, name=f"ConvBlock_{n}")(x, train)

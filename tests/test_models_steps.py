@@ -228,3 +228,53 @@ def test_convnet_airbench_options_dirac_init_gelu_bn_epsilon_and_no_bn_scale():
     config.model, config.model_kwargs = "convnet_s", {"activation": "tanh"}
     with pytest.raises(ConfigError, match=r"activation 'tanh' is not one of \['gelu', 'relu'\]"):
         build(config, num_classes=10)
+
+
+def test_patch_whitening_is_fitted_on_the_first_training_batch_and_then_frozen():
+    from fashion_jax.models import whitening_kernel
+
+    # Images with correlated neighbouring pixels (smoothed noise), as real images have.
+    noise = jax.random.normal(jax.random.key(2), (32, 29, 29, 1))
+    smooth = (noise[:, 1:, 1:] + noise[:, :-1, 1:] + noise[:, 1:, :-1] + noise[:, :-1, :-1]) / 4
+    kernel = whitening_kernel(smooth)
+    assert kernel.shape == (2, 2, 1, 8)
+    np.testing.assert_array_equal(kernel[..., 4:], -kernel[..., :4])
+    out = jax.lax.conv_general_dilated(
+        smooth, kernel[..., :4], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    ).reshape(-1, 4)
+    raw = np.cov(np.asarray(smooth[:, :27, :27]).ravel(), np.asarray(smooth[:, 1:28, :27]).ravel())
+    assert raw[0, 1] / raw[0, 0] > 0.4  # neighbours correlate before
+    np.testing.assert_allclose(out.T @ out / out.shape[0], np.eye(4), atol=0.02)  # not after
+
+    config = get_config()
+    config.model, config.optimizer, config.learning_rate = "convnet_s", "sgd", 0.1
+    config.model_kwargs = {"widths": (8, 16), "whiten": True}
+    state = create_train_state(jax.random.key(0), config, image_shape=(28, 28, 1), num_classes=10)
+    whiten = lambda s: s.batch_stats["PatchWhiten_0"]  # noqa: E731
+    assert float(whiten(state)["fitted"]) == 0 and not np.any(whiten(state)["kernel"])
+    assert state.params["PatchWhiten_0"]["bias"].shape == (8,)  # learned; the filters are not
+    step = jax.jit(train_step)
+    first, second = fixed_batch(seed=0), fixed_batch(seed=1)
+    state, _ = step(state, first)
+    fitted = whiten(state)["kernel"]
+    assert float(whiten(state)["fitted"]) == 1
+    np.testing.assert_allclose(
+        fitted, whitening_kernel(first["image"] / 255.0 - 0.286), rtol=1e-4, atol=1e-4
+    )
+    state, _ = step(state, second)
+    np.testing.assert_array_equal(whiten(state)["kernel"], fitted)  # frozen from then on
+    assert float(jnp.abs(state.params["PatchWhiten_0"]["bias"]).max()) > 0  # the bias trains
+    # Evaluation uses the fitted filters; fast and plain formulations agree with them.
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    x = second["image"][:8] / 255.0
+    fast = state.apply_fn(variables, x)
+    plain = get_model("convnet_s").clone(widths=(8, 16), whiten=True, formulation="plain")
+    np.testing.assert_allclose(plain.apply(variables, x), fast, rtol=1e-4, atol=1e-4)
+    unfitted = {
+        **variables,
+        "batch_stats": {
+            **state.batch_stats,
+            "PatchWhiten_0": {"kernel": jnp.zeros_like(fitted), "fitted": jnp.zeros(())},
+        },
+    }
+    assert float(jnp.abs(state.apply_fn(unfitted, x) - fast).max()) > 1e-3
