@@ -301,8 +301,9 @@ def keras_ratio_table(ratios: list[dict]) -> str:
     cell the median (min-max, number of runs) over the recorded runs; last, the runs behind the row.
 
     Ratios of a recipe recorded with another parameter count than its newest run's (a former
-    network under the same or a former name), or with the same count but another config (a former
-    recipe, named by its differing values) get a row of their own. Rows recorded before configs
+    network under the same or a former name; "at X TFLOP" where that network was timed in several
+    recipes), or with the same count but another config (a former recipe, named by its differing
+    values) get a row of their own. Rows recorded before configs
     were (no "config") are told apart by their training FLOPs only ("former recipe at X TFLOP").
     """
 
@@ -315,6 +316,10 @@ def keras_ratio_table(ratios: list[dict]) -> str:
         return out
 
     by_params, by_config = newest("params"), newest("config")
+    tflops: dict[tuple, set] = {}  # {(system, params): the TFLOP figures it was timed at}
+    for r in ratios:
+        if r.get("tflop") is not None:
+            tflops.setdefault((r["system"], r["params"]), set()).add(r["tflop"])
     groups: dict[str, dict[str, list[dict]]] = {}
     for r in ratios:
         recipe, _, how = r["system"].partition(", ")  # "fast, cached": the recipe, then how.
@@ -323,6 +328,8 @@ def keras_ratio_table(ratios: list[dict]) -> str:
         changed = config_differences(r.get("config"), by_config.get(r["system"], {}).get("config"))
         if r["params"] is not None and r["params"] != now["params"]:
             label += f", former {r['params']:,}-parameter network"
+            if r.get("tflop") is not None and len(tflops[r["system"], r["params"]]) > 1:
+                label += f" at {r['tflop']:g} TFLOP"
         elif changed:
             label += f", former recipe ({changed})"
         elif None not in (r.get("tflop"), now.get("tflop")) and r["tflop"] != now["tflop"]:

@@ -123,6 +123,34 @@ def keras_record(date, benchmark, rows):
     return json.dumps({"benchmark": benchmark, "machine": {"date": date}, "rows": rows})
 
 
+def test_a_former_network_timed_in_two_recipes_gets_a_row_per_recipe(tmp_path):
+    """A network replaced after two recipes ran on it: each of its recipes keeps its own row, named
+    by its training FLOPs, instead of one row mixing both."""
+    results = tmp_path / "results.jsonl"
+    runs = [(160, 0.0130, 100.0), (160, 0.0148, 150.0), (170, 0.0144, 120.0)]
+    results.write_text(
+        "".join(
+            keras_record(f"2026-12-0{day}T10:00:00+00:00", "frontier", [
+                {"system": "keras tutorial", "wall_s": 200.0},
+                {"system": "convnet_10ep", "seed": 0, "wall_s": wall, "params": params,
+                 "train_pflop": pflop},
+            ]) + "\n"
+            for day, (params, pflop, wall) in enumerate(runs, start=1)
+        )
+    )  # fmt: skip
+    lines = common.keras_ratio_table(common.keras_ratios(results)).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| `convnet_10ep`",
+        "| `convnet_10ep`, former 160-parameter network at 13 TFLOP",
+        "| `convnet_10ep`, former 160-parameter network at 14.8 TFLOP",
+    ]
+    assert [line.split(" | ")[1] for line in lines[2:]] == [
+        "0.60 (1 run)",
+        "0.50 (1 run)",
+        "0.75 (1 run)",
+    ]
+
+
 def test_keras_ratios_are_taken_within_one_run(tmp_path):
     """Each ratio divides our median by Keras' median of the same record, never another record's."""
     results = tmp_path / "results.jsonl"
