@@ -303,8 +303,8 @@ def keras_ratio_table(ratios: list[dict]) -> str:
     Ratios of a recipe recorded with another parameter count than its newest run's (a former
     network under the same or a former name; "at X TFLOP" where that network was timed in several
     recipes), or with the same count but another config (a former recipe, named by its differing
-    values) get a row of their own. Rows recorded before configs
-    were (no "config") are told apart by their training FLOPs only ("former recipe at X TFLOP").
+    values) get a row of their own. Rows recorded before configs were (no "config") are told apart
+    by their training FLOPs only ("former recipe at X TFLOP").
     """
 
     def newest(field: str) -> dict[str, dict]:
