@@ -17,8 +17,8 @@ batch 64, seed 0 0.9550 against 0.9524 (Round 27); whitening with Muon, 0.9600, 
 (mean 0.9584, Round 36) against the SGD recipe's 0.9511. Measured on the test split, seeds 0, 1,
 2: 0.9537 ± 0.0003 (0.9534, 0.9540, 0.9538) at 325.5 TFLOP of training (XLA cost analysis on the
 CPU backend), by `python -m fashion_jax.sweep --workdir W --config
-experiments/convnet_l_55ep/config.py --seeds 0,1,2` (about 80-125 minutes per seed on the 2-core
-CPU). Before (Nesterov SGD at batch 64, 55 epochs, no whitening, 676,458 parameters): 0.9453 ±
+experiments/convnet_l_55ep/config.py --seeds 0,1,2` (82-112 minutes of training per seed on the
+2-core CPU). Before (Nesterov SGD at batch 64, 55 epochs, no whitening, 676,458 parameters): 0.9453 ±
 0.0011 at 292.7 TFLOP. The name stays: it is the row of 0.95 within a tenth of a ResNet-20 run.
 """
 
